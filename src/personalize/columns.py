@@ -1,0 +1,35 @@
+"""Standard column names, used by every table the package reads or writes."""
+
+USER = "user_id"
+ITEM = "item_id"
+RATING = "rating"
+TIMESTAMP = "timestamp"
+WEIGHT = "weight"
+EVENT = "event"
+
+# item attributes
+TITLE = "title"
+YEAR = "year"
+GENRES = "genres"
+
+# user attributes (MovieLens)
+AGE = "age"
+GENDER = "gender"
+OCCUPATION = "occupation"
+ZIP = "zip_code"
+
+# recommendations
+RANK = "rank"
+SCORE = "score"
+PERSONALISED = "personalised"
+
+# internal integer indices
+USER_IDX = "user_idx"
+ITEM_IDX = "item_idx"
+
+# quarantine table
+Q_TABLE = "table"
+Q_SOURCE = "source"
+Q_ROW = "row"
+Q_REASON = "reason"
+Q_VALUES = "values"

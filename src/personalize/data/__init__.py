@@ -1,0 +1,15 @@
+"""Data ingestion: read, validate, de-duplicate, quarantine, fingerprint."""
+
+from personalize.data.config import DataConfig, TableSource, TimestampConfig
+from personalize.data.ingest import Dataset, IngestReport, ingest
+from personalize.data.movielens import load_movielens_100k
+
+__all__ = [
+    "DataConfig",
+    "Dataset",
+    "IngestReport",
+    "TableSource",
+    "TimestampConfig",
+    "ingest",
+    "load_movielens_100k",
+]

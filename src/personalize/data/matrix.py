@@ -1,0 +1,163 @@
+"""From frames to indexed matrices: the one ID <-> index mapping models and the evaluator share.
+
+Users are indexed in ascending raw-ID order over every known user (the users table plus any
+user that appears in interactions); items over the catalogue (the item table). Ties in score
+are broken by item index, i.e. by ascending item ID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from personalize import columns as C
+
+
+@dataclass(frozen=True)
+class IdIndex:
+    """Raw user / item IDs and their contiguous integer indices."""
+
+    users: pd.Index
+    items: pd.Index
+
+    @classmethod
+    def build(cls, users: pd.DataFrame, items: pd.DataFrame, *frames: pd.DataFrame) -> IdIndex:
+        user_ids = pd.Index(users[C.USER])
+        for frame in frames:
+            user_ids = user_ids.union(pd.Index(frame[C.USER].unique()))
+        item_ids = pd.Index(items[C.ITEM])
+        for frame in frames:
+            unknown = pd.Index(frame[C.ITEM].unique()).difference(item_ids)
+            if len(unknown):
+                raise ValueError(
+                    f"{len(unknown)} interaction item IDs are not in the catalogue, e.g. {list(unknown[:5])}"
+                )
+        return cls(user_ids.sort_values().unique(), item_ids.sort_values().unique())
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def user_index(self, ids) -> np.ndarray:
+        """Indices of raw user IDs; -1 for unknown users."""
+        return _lookup(self.users, ids)
+
+    def item_index(self, ids) -> np.ndarray:
+        """Indices of raw item IDs; -1 for items not in the catalogue."""
+        return _lookup(self.items, ids)
+
+
+def _lookup(index: pd.Index, ids) -> np.ndarray:
+    """Positions of ``ids`` in ``index`` (-1 where absent), casting '196' to 196 and back
+    when the ID types differ."""
+    ids = pd.Index(ids)
+    if ids.dtype != index.dtype:
+        try:
+            ids = ids.astype(index.dtype)
+        except (ValueError, TypeError, OverflowError):
+            return np.full(len(ids), -1, dtype=np.int64)
+    return index.get_indexer(ids).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class InteractionData:
+    """Interactions mapped to indices: what a model is fitted on.
+
+    ``frame`` holds user_idx, item_idx, timestamp and the optional rating / weight columns, in
+    the protocol's total order. ``users`` / ``items`` are the attribute tables aligned with
+    the index (row i describes user / item i). ``cutoff`` is the latest timestamp in the data,
+    the "now" of recency weighting.
+    """
+
+    index: IdIndex
+    frame: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    cutoff: pd.Timestamp
+
+    @classmethod
+    def build(
+        cls, interactions: pd.DataFrame, index: IdIndex, users: pd.DataFrame, items: pd.DataFrame
+    ) -> InteractionData:
+        frame = pd.DataFrame(
+            {
+                C.USER_IDX: index.user_index(interactions[C.USER]).astype(np.int64),
+                C.ITEM_IDX: index.item_index(interactions[C.ITEM]).astype(np.int64),
+                C.TIMESTAMP: interactions[C.TIMESTAMP].to_numpy(),
+            }
+        )
+        for col in (C.RATING, C.WEIGHT):
+            if col in interactions.columns:
+                frame[col] = interactions[col].to_numpy(dtype=np.float64)
+        if (frame[C.USER_IDX] < 0).any() or (frame[C.ITEM_IDX] < 0).any():
+            raise ValueError("interactions reference users or items outside the index")
+        aligned_users = users.set_index(C.USER).reindex(index.users).rename_axis(C.USER).reset_index()
+        aligned_items = items.set_index(C.ITEM).reindex(index.items).rename_axis(C.ITEM).reset_index()
+        cutoff = interactions[C.TIMESTAMP].max() if len(interactions) else pd.Timestamp(0, tz="UTC")
+        return cls(index, frame.reset_index(drop=True), aligned_users, aligned_items, cutoff)
+
+    @property
+    def n_users(self) -> int:
+        return self.index.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.index.n_items
+
+    @cached_property
+    def matrix(self) -> sp.csr_matrix:
+        """Binary user x item matrix (1 where the user interacted with the item), float32."""
+        m = sp.csr_matrix(
+            (
+                np.ones(len(self.frame), dtype=np.float32),
+                (self.frame[C.USER_IDX].to_numpy(), self.frame[C.ITEM_IDX].to_numpy()),
+            ),
+            shape=(self.n_users, self.n_items),
+        )
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return m
+
+    @cached_property
+    def item_counts(self) -> np.ndarray:
+        """Interaction rows per item (the protocol's train popularity)."""
+        return np.bincount(self.frame[C.ITEM_IDX].to_numpy(), minlength=self.n_items).astype(np.int64)
+
+    @cached_property
+    def user_counts(self) -> np.ndarray:
+        return np.bincount(self.frame[C.USER_IDX].to_numpy(), minlength=self.n_users).astype(np.int64)
+
+    def days_before_cutoff(self) -> np.ndarray:
+        """Age of each interaction in days, relative to ``cutoff``."""
+        delta = self.cutoff - self.frame[C.TIMESTAMP]
+        return (delta.dt.total_seconds() / 86400.0).to_numpy(dtype=np.float64)
+
+
+def csr_from_pairs(
+    users: np.ndarray,
+    items: np.ndarray,
+    shape: tuple[int, int],
+    values: np.ndarray | None = None,
+    reduce: str = "max",
+) -> sp.csr_matrix:
+    """A CSR matrix from (user, item[, value]) pairs; duplicates reduced by max or sum."""
+    if values is None:
+        values = np.ones(len(users), dtype=np.float32)
+    if reduce == "max" and len(users):
+        frame = pd.DataFrame({"u": users, "i": items, "v": values}).groupby(["u", "i"], sort=True)["v"].max()
+        u = frame.index.get_level_values(0).to_numpy()
+        i = frame.index.get_level_values(1).to_numpy()
+        m = sp.csr_matrix((frame.to_numpy(dtype=np.float32), (u, i)), shape=shape)
+    else:
+        m = sp.csr_matrix((np.asarray(values, dtype=np.float32), (users, items)), shape=shape)
+        m.sum_duplicates()
+    m.sort_indices()
+    return m

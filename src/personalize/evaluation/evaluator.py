@@ -1,0 +1,378 @@
+"""The one evaluator: full ranking over the catalogue, seen items excluded, every metric per user.
+
+Scoring runs in blocks of users sized to a memory budget (:func:`ranking.block_size`), so a
+users x items score matrix of the whole catalogue never exists at once; each block is masked,
+reduced to its top K, and dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import Field
+
+from personalize import columns as C
+from personalize.data.config import StrictModel
+from personalize.data.matrix import IdIndex, csr_from_pairs
+from personalize.evaluation import metrics as M
+from personalize.evaluation.modes import ModeName, get_mode
+from personalize.evaluation.ranking import block_size, mask_seen, topk
+
+
+class Scorer(Protocol):
+    """Anything that scores users against the catalogue (every model does)."""
+
+    def score(self, users: np.ndarray) -> np.ndarray: ...
+
+
+class EvaluationConfig(StrictModel):
+    """How models are evaluated (the ``evaluation:`` block of an experiment file)."""
+
+    ks: list[int] = Field(default=[5, 10, 20], description="Cut-offs K for every @K metric.")
+    mode: ModeName = Field(
+        default="protocol",
+        description="Metric definitions: protocol, or a peer's (recbole, msr, ranx) reproduced exactly.",
+    )
+    min_rating: float | None = Field(
+        default=None,
+        description="Relevance threshold: only test rows with rating >= this are relevant (null: all).",
+    )
+    gains: Literal["binary", "graded"] = Field(
+        default="binary", description="NDCG gains: binary, or graded by the test rating."
+    )
+    primary_metric: str = Field(
+        default="ndcg@10", description="Metric that ranks the leaderboard and picks the best model."
+    )
+    bootstrap_resamples: int = Field(default=1000, ge=100, description="Bootstrap resamples for intervals.")
+    confidence: float = Field(default=0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    paired_test: Literal["t", "wilcoxon", "permutation"] = Field(
+        default="t", description="Paired test of each model against the best, on per-user values."
+    )
+    memory_budget_mb: int = Field(
+        default=256, ge=8, description="Memory for one block of users' scores during ranking."
+    )
+
+    def model_post_init(self, __context) -> None:
+        if sorted(set(self.ks)) != self.ks or min(self.ks) < 1:
+            raise ValueError(f"evaluation.ks must be ascending positive integers, got {self.ks}")
+        metric, _, k = self.primary_metric.partition("@")
+        if metric not in M.ACCURACY + M.BEYOND + ("map_r", "ndcg_burges") or not k.isdigit():
+            raise ValueError(
+                f"evaluation.primary_metric {self.primary_metric!r} is not like 'ndcg@10' "
+                f"(metrics: {', '.join(M.ACCURACY)})"
+            )
+        if int(k) not in self.ks:
+            raise ValueError(f"evaluation.primary_metric uses K={k}, which is not in evaluation.ks {self.ks}")
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    """What a model is evaluated against: one split part (validation or test).
+
+    ``users``: index of every user with at least one row in the part (ascending).
+    ``relevant``: (users x items) gains of the relevant items (1, or the max rating).
+    ``n_relevant``: |R| (distinct relevant items); ``n_rows``: relevant test rows (peers).
+    ``seen``: (users x items) items to exclude (the history the model may know).
+    ``warm``: the user has at least one seen interaction.
+    ``item_counts`` / ``n_seen_rows``: popularity of the seen history (novelty, ARP).
+    """
+
+    name: str
+    index: IdIndex
+    users: np.ndarray
+    relevant: sp.csr_matrix
+    n_relevant: np.ndarray
+    n_rows: np.ndarray
+    seen: sp.csr_matrix
+    warm: np.ndarray
+    item_counts: np.ndarray
+    n_seen_rows: int
+    seen_items: int
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        return self.index.users[self.users].to_numpy()
+
+
+def make_target(
+    name: str,
+    part: pd.DataFrame,
+    seen: pd.DataFrame,
+    index: IdIndex,
+    min_rating: float | None = None,
+    gains: str = "binary",
+) -> EvalTarget:
+    """Build the evaluation target for ``part`` with ``seen`` interactions excluded."""
+    users = np.unique(index.user_index(part[C.USER]))
+    if (users < 0).any():
+        raise ValueError(f"{name}: users outside the index")
+    pos = np.searchsorted(users, index.user_index(part[C.USER]))
+    items = index.item_index(part[C.ITEM])
+    if (items < 0).any():
+        raise ValueError(f"{name}: items outside the catalogue")
+    relevant_mask = np.ones(len(part), dtype=bool)
+    if min_rating is not None:
+        if C.RATING not in part.columns:
+            raise ValueError("evaluation.min_rating is set but the interactions have no rating")
+        relevant_mask = part[C.RATING].to_numpy() >= min_rating
+    shape = (len(users), index.n_items)
+    if gains == "graded":
+        if C.RATING not in part.columns:
+            raise ValueError("evaluation.gains is 'graded' but the interactions have no rating")
+        values = part[C.RATING].to_numpy(dtype=np.float32)[relevant_mask]
+    else:
+        values = None
+    relevant = csr_from_pairs(pos[relevant_mask], items[relevant_mask], shape, values, reduce="max")
+    n_rows = np.bincount(pos[relevant_mask], minlength=len(users)).astype(np.int64)
+
+    seen_users = index.user_index(seen[C.USER])
+    seen_items = index.item_index(seen[C.ITEM])
+    in_target = np.isin(seen_users, users)
+    seen_rows = csr_from_pairs(np.searchsorted(users, seen_users[in_target]), seen_items[in_target], shape)
+    item_counts = np.bincount(seen_items, minlength=index.n_items).astype(np.int64)
+    return EvalTarget(
+        name=name,
+        index=index,
+        users=users,
+        relevant=relevant,
+        n_relevant=np.diff(relevant.indptr).astype(np.int64),
+        n_rows=n_rows,
+        seen=seen_rows,
+        warm=np.diff(seen_rows.indptr) > 0,
+        item_counts=item_counts,
+        n_seen_rows=len(seen),
+        seen_items=int((item_counts > 0).sum()),
+    )
+
+
+@dataclass
+class EvaluationResult:
+    """Per-user metric vectors, their means, the top-K lists, and timings."""
+
+    target: str
+    mode: str
+    ks: list[int]
+    per_user: pd.DataFrame  # index: user_id; columns: metric names, n_relevant, warm
+    summary: dict[str, float]
+    catalogue_metrics: dict[str, float]
+    recommendations: pd.DataFrame  # user_id, item_id, rank, score
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def metric(self, name: str) -> float:
+        if name in self.summary:
+            return self.summary[name]
+        return self.catalogue_metrics[name]
+
+    def slice_summary(self, mask: np.ndarray) -> dict[str, float]:
+        """Plain means over the users selected by ``mask`` (e.g. the warm or cold slice)."""
+        sub = self.per_user.loc[mask]
+        return {c: float(sub[c].mean()) for c in self.metric_columns}
+
+    @property
+    def metric_columns(self) -> list[str]:
+        return [c for c in self.per_user.columns if "@" in c and not c.startswith("coverage")]
+
+
+class Evaluator:
+    """Ranks the catalogue for each target user and computes every metric at every K."""
+
+    def __init__(self, config: EvaluationConfig | None = None, item_genres: sp.csr_matrix | None = None):
+        self.config = config or EvaluationConfig()
+        self.mode = get_mode(self.config.mode)
+        self.item_genres = item_genres
+
+    @property
+    def kmax(self) -> int:
+        return max(self.config.ks)
+
+    def rank(
+        self, model: Scorer, target: EvalTarget, k: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Top-``k`` lists for every target user, seen items excluded, in memory-bounded blocks."""
+        k = k or self.kmax
+        n_users = len(target.users)
+        n_items = target.index.n_items
+        items = np.full((n_users, k), -1, dtype=np.int64)
+        scores = np.full((n_users, k), -np.inf, dtype=np.float32)
+        step = block_size(n_items, self.config.memory_budget_mb * 2**20)
+        t_score = t_rank = 0.0
+        for start in range(0, n_users, step):
+            stop = min(n_users, start + step)
+            t0 = time.perf_counter()
+            block = np.asarray(model.score(target.users[start:stop]), dtype=np.float32)
+            if block.shape != (stop - start, n_items):
+                raise ValueError(
+                    f"{type(model).__name__}.score returned shape {block.shape}, "
+                    f"expected {(stop - start, n_items)}"
+                )
+            t1 = time.perf_counter()
+            block = block.copy() if not block.flags.writeable else block
+            mask_seen(block, target.seen[start:stop])
+            items[start:stop], scores[start:stop] = topk(block, k)
+            t_rank += time.perf_counter() - t1
+            t_score += t1 - t0
+        return items, scores, {"score_seconds": t_score, "rank_seconds": t_rank}
+
+    def evaluate(self, model: Scorer, target: EvalTarget) -> EvaluationResult:
+        """Rank and score ``model`` on ``target``."""
+        items, scores, timings = self.rank(model, target)
+        result = self.evaluate_lists(items, scores, target)
+        result.timings.update(timings)
+        return result
+
+    def evaluate_lists(
+        self, items: np.ndarray, scores: np.ndarray | None, target: EvalTarget
+    ) -> EvaluationResult:
+        """Metrics for given top-K lists (rows aligned with ``target.users``)."""
+        t0 = time.perf_counter()
+        cfg, mode = self.config, self.mode
+        ks = cfg.ks
+        if items.shape[1] < self.kmax:
+            pad = np.full((items.shape[0], self.kmax - items.shape[1]), -1, dtype=np.int64)
+            items = np.hstack([items, pad])
+        items = items[:, : self.kmax]
+        graded = cfg.gains == "graded" and not mode.binary_only
+        place_values = M.lookup(items, target.relevant)
+        hits = place_values > 0
+        n_rel = target.n_rows if mode.relevance_count == "rows" else target.n_relevant
+        ideal = None
+        if graded:
+            ideal = _sorted_gains(target.relevant, self.kmax)
+        per_user = M.accuracy_metrics(
+            hits,
+            n_rel,
+            ks,
+            gains=place_values if graded else None,
+            ideal_gains=ideal,
+            map_denominator="relevant" if mode.map_denominator == "relevant" else "min",
+        )
+        if mode.also_map_relevant:
+            extra = M.accuracy_metrics(hits, n_rel, ks, map_denominator="relevant")
+            per_user.update({f"map_r@{k}": extra[f"map@{k}"] for k in ks})
+        if mode.ndcg_burges:
+            g = place_values if graded else hits.astype(np.float64)
+            ideal_b = ideal if graded else None
+            burges = M.accuracy_metrics(
+                hits,
+                n_rel,
+                ks,
+                gains=np.exp2(g) - 1.0,
+                ideal_gains=None if ideal_b is None else np.exp2(ideal_b) - 1.0,
+            )
+            per_user.update({f"ndcg_burges@{k}": burges[f"ndcg@{k}"] for k in ks})
+        for k in ks:
+            per_user[f"novelty@{k}"] = M.novelty(items, k, target.item_counts, target.n_seen_rows)
+            per_user[f"popularity@{k}"] = M.popularity(items, k, target.item_counts)
+            if self.item_genres is not None:
+                per_user[f"diversity@{k}"] = M.diversity(items, k, self.item_genres)
+
+        frame = pd.DataFrame(per_user, index=pd.Index(target.user_ids, name=C.USER))
+        frame["n_relevant"] = n_rel
+        frame["warm"] = target.warm
+
+        # which users each metric is averaged over
+        has_rel = n_rel > 0
+        base = has_rel if mode.users_without_relevant == "exclude" else np.ones(len(n_rel), dtype=bool)
+        predicted = (items >= 0).any(axis=1)
+        summary: dict[str, float] = {}
+        included = frame.loc[base]
+        for col in per_user:
+            values = frame[col].to_numpy()
+            mask = base
+            if mode.predicted_users_only and col.split("@")[0] in (
+                "precision",
+                "recall",
+                "map",
+                "map_r",
+            ):
+                mask = base & predicted
+            summary[col] = float(np.nanmean(values[mask])) if mask.any() else 0.0
+        catalogue = {}
+        denom = target.seen_items if mode.coverage_base == "train_items" else target.index.n_items
+        for k in ks:
+            catalogue[f"coverage@{k}"] = M.coverage(items[base], k, denom)
+        if mode.decimals is not None:
+            summary = {k: round(v, mode.decimals) for k, v in summary.items()}
+            catalogue = {k: round(v, mode.decimals) for k, v in catalogue.items()}
+        frame = frame.assign(evaluated=base)
+        recs = recommendations_frame(items, scores, target)
+        return EvaluationResult(
+            target=target.name,
+            mode=mode.name,
+            ks=list(ks),
+            per_user=frame,
+            summary=summary,
+            catalogue_metrics=catalogue,
+            recommendations=recs,
+            timings={"metric_seconds": time.perf_counter() - t0, "users": float(len(included))},
+        )
+
+
+def _sorted_gains(relevant: sp.csr_matrix, k: int) -> np.ndarray:
+    """Each row's stored gains sorted descending, padded with zeros to ``k`` columns."""
+    n = relevant.shape[0]
+    out = np.zeros((n, k), dtype=np.float64)
+    lengths = np.diff(relevant.indptr)
+    rows = np.repeat(np.arange(n), lengths)
+    order = np.lexsort((-relevant.data, rows))
+    pos = np.arange(len(rows)) - relevant.indptr[rows]
+    keep = pos < k
+    out[rows[order][keep], pos[keep]] = relevant.data[order][keep]
+    return out
+
+
+def recommendations_frame(items: np.ndarray, scores: np.ndarray | None, target: EvalTarget) -> pd.DataFrame:
+    """Long table of the top lists: user_id, item_id, rank (1-based), score."""
+    valid = items >= 0
+    rows, ranks = np.nonzero(valid)
+    return pd.DataFrame(
+        {
+            C.USER: target.user_ids[rows],
+            C.ITEM: target.index.items[items[rows, ranks]].to_numpy(),
+            C.RANK: (ranks + 1).astype(np.int32),
+            C.SCORE: (scores[rows, ranks] if scores is not None else np.full(len(rows), np.nan)).astype(
+                np.float32
+            ),
+        }
+    )
+
+
+def genre_matrix(items: pd.DataFrame) -> sp.csr_matrix | None:
+    """Items x genres binary matrix from the catalogue's ``genres`` lists (rows in index order)."""
+    if C.GENRES not in items.columns:
+        return None
+    lists = items[C.GENRES].map(lambda v: list(v) if isinstance(v, (list, tuple, np.ndarray)) else [])
+    vocab = sorted({g for genres in lists for g in genres})
+    if not vocab:
+        return None
+    col = {g: j for j, g in enumerate(vocab)}
+    rows = np.repeat(np.arange(len(lists)), [len(v) for v in lists])
+    cols = np.array([col[g] for v in lists for g in v], dtype=np.int64)
+    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(lists), len(vocab)))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def lists_from_frame(
+    recommendations: pd.DataFrame, target: EvalTarget, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` arrays (rows aligned with ``target.users``) from a recommendations table with
+    user_id, item_id, rank[, score]: the inverse of :func:`recommendations_frame`, so metrics can
+    be recomputed from logged recommendations."""
+    n = len(target.users)
+    items = np.full((n, k), -1, dtype=np.int64)
+    scores = np.full((n, k), -np.inf, dtype=np.float32)
+    recs = recommendations[recommendations[C.RANK] <= k]
+    rows = np.searchsorted(target.users, target.index.user_index(recs[C.USER]))
+    ok = (rows < n) & (target.users[np.minimum(rows, n - 1)] == target.index.user_index(recs[C.USER]))
+    cols = recs[C.RANK].to_numpy()[ok] - 1
+    items[rows[ok], cols] = target.index.item_index(recs[C.ITEM])[ok]
+    if C.SCORE in recs.columns:
+        scores[rows[ok], cols] = recs[C.SCORE].to_numpy(dtype=np.float32)[ok]
+    return items, scores

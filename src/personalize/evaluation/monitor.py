@@ -1,0 +1,66 @@
+"""Per-epoch validation for iterative models: learning curves, best epoch, early stopping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from personalize.evaluation.evaluator import EvalTarget, EvaluationConfig, Evaluator
+from personalize.models.base import EpochReport, Recommender
+
+
+@dataclass
+class ValidationMonitor:
+    """Evaluates a model on the validation target every ``every`` epochs.
+
+    ``metric`` (e.g. 'ndcg@10') is computed by the one evaluator. The model keeps its state at
+    the best epoch (``EpochReport.improved``); training stops after ``patience`` evaluations
+    without improvement (None: never). ``on_epoch(epoch, metrics)`` receives
+    ``{'train_loss': ..., 'valid_ndcg_at_10': ...}`` (for MLflow step metrics);
+    ``on_report(epoch, value)`` may raise to prune (e.g. ``optuna.TrialPruned``).
+    """
+
+    target: EvalTarget
+    metric: str = "ndcg@10"
+    every: int = 1
+    patience: int | None = 5
+    min_delta: float = 0.0
+    mode: str = "protocol"
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    on_report: Callable[[int, float], None] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_value: float = float("-inf")
+    best_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        k = int(self.metric.split("@")[1])
+        self._evaluator = Evaluator(EvaluationConfig(ks=[k], mode=self.mode, primary_metric=self.metric))
+        self._since_best = 0
+
+    @property
+    def metric_key(self) -> str:
+        return "valid_" + self.metric.replace("@", "_at_")
+
+    def __call__(self, model: Recommender, epoch: int, loss: float | None) -> EpochReport:
+        row: dict[str, float] = {"epoch": epoch}
+        if loss is not None:
+            row["train_loss"] = float(loss)
+        if epoch % self.every != 0:
+            self.history.append(row)
+            if self.on_epoch:
+                self.on_epoch(epoch, {k: v for k, v in row.items() if k != "epoch"})
+            return EpochReport()
+        value = self._evaluator.evaluate(model, self.target).summary[self.metric]
+        row[self.metric_key] = value
+        self.history.append(row)
+        if self.on_epoch:
+            self.on_epoch(epoch, {k: v for k, v in row.items() if k != "epoch"})
+        improved = value > self.best_value + self.min_delta or self.best_epoch is None
+        if improved:
+            self.best_value, self.best_epoch, self._since_best = value, epoch, 0
+        else:
+            self._since_best += 1
+        if self.on_report:
+            self.on_report(epoch, value)
+        stop = self.patience is not None and self._since_best >= self.patience
+        return EpochReport(value=value, improved=improved, stop=stop)

@@ -1,0 +1,60 @@
+"""Top-k selection with the protocol's tie-break (equal scores: lower item index first).
+
+Scores of ``-inf`` mean "not recommendable" (seen items, items a model cannot score); such
+places are left empty (item ``-1``), and the metrics count them as misses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+EMPTY = -1
+
+
+def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best items per row of ``scores`` (rows: users, columns: item indices).
+
+    Returns ``(items, values)``, both ``(n_rows, k)``; ``items`` is ``-1`` where fewer than
+    ``k`` items have a finite score. Exact: every item tied with the k-th score is a candidate
+    and the tie is broken by item index, so the result does not depend on the partition
+    algorithm. Cost O(rows x items) for the partition plus O(candidates log candidates).
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D (users x items), got shape {scores.shape}")
+    n_rows, n_items = scores.shape
+    items = np.full((n_rows, k), EMPTY, dtype=np.int64)
+    values = np.full((n_rows, k), -np.inf, dtype=np.float32)
+    if n_rows == 0 or n_items == 0 or k == 0:
+        return items, values
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN; a model must return finite scores or -inf")
+    k_eff = min(k, n_items)
+    if k_eff < n_items:
+        kth = np.partition(scores, n_items - k_eff, axis=1)[:, n_items - k_eff]
+        rows, cols = np.nonzero(scores >= kth[:, None])
+    else:
+        rows, cols = np.divmod(np.arange(n_rows * n_items), n_items)
+    vals = scores[rows, cols]
+    order = np.lexsort((cols, -vals, rows))  # by row, then score descending, then item index
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    pos = np.arange(len(rows)) - starts[rows]
+    keep = (pos < k_eff) & np.isfinite(vals)
+    items[rows[keep], pos[keep]] = cols[keep]
+    values[rows[keep], pos[keep]] = vals[keep]
+    return items, values
+
+
+def mask_seen(scores: np.ndarray, seen_rows: sp.csr_matrix) -> None:
+    """Set ``scores[i, j] = -inf`` where ``seen_rows[i, j]`` is stored (in place)."""
+    if seen_rows.nnz:
+        coo = seen_rows.tocoo()
+        scores[coo.row, coo.col] = -np.inf
+
+
+def block_size(n_items: int, budget_bytes: int = 256 * 2**20) -> int:
+    """Users per scoring block so that a block's float32 scores (plus the partition's copy
+    and the candidate mask) stay within ``budget_bytes``."""
+    per_user = max(1, n_items) * (4 + 4 + 1) * 2
+    return max(1, min(4096, budget_bytes // per_user))

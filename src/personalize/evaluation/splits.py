@@ -1,0 +1,332 @@
+"""The five splits of the protocol, on one total order (timestamp, item_id, then user_id).
+
+A :class:`Split` is a value: train, validation and test frames plus the parameters that made
+them. Every model receives it unchanged. Frames keep the row index of the dataset's
+interactions, so that disjointness and completeness can be checked (:func:`check_split`).
+
+Group sizes use round-half-to-even on exact fractions (``round(Fraction(n) * f)``), so that
+``0.1 * 25`` is 2.5 and rounds to 2 (floating point would give 2.5000000000000004 for
+``0.1 * 35`` and round up by accident).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from personalize import columns as C
+from personalize.data.config import StrictModel
+from personalize.errors import ConfigError
+
+SplitName = Literal[
+    "user_temporal", "global_temporal", "leave_last_out", "user_stratified", "item_stratified"
+]
+STOCHASTIC_SPLITS = {"user_stratified", "item_stratified"}
+ORDER = [C.TIMESTAMP, C.ITEM, C.USER]  # the protocol's total order (user_id breaks exact ties)
+
+DEFAULT_FRACTIONS: dict[str, tuple[float, float]] = {  # (valid, test)
+    "user_temporal": (0.1, 0.1),
+    "global_temporal": (0.1, 0.1),
+    "user_stratified": (0.1, 0.1),
+    "item_stratified": (0.25, 0.25),
+}
+
+
+class SplitConfig(StrictModel):
+    """Which split and its parameters (the ``split:`` block of an experiment file)."""
+
+    name: SplitName = Field(default="user_temporal", description="One of the protocol's five splits.")
+    test_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description=(
+            "Share of rows to test: per user (user_temporal, user_stratified), overall "
+            "(global_temporal) or per item (item_stratified). Default 0.1 (0.25 for item_stratified)."
+        ),
+    )
+    valid_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description=(
+            "Share of rows to validation, same unit as test_fraction. item_stratified carves it "
+            "from the train part by the same rule. user_temporal always uses as many validation "
+            "rows as test rows. Default 0.1 (0.25 for item_stratified)."
+        ),
+    )
+    n: int = Field(
+        default=1,
+        ge=1,
+        description="leave_last_out: interactions per user to test (and to validation).",
+    )
+    min_user_interactions: int = Field(
+        default=3,
+        ge=1,
+        description="user_temporal: users with fewer interactions stay entirely in train.",
+    )
+
+    @model_validator(mode="after")
+    def _fractions_leave_train(self) -> SplitConfig:
+        valid, test = self.fractions()
+        if valid + test >= 1 and self.name != "item_stratified":
+            raise ValueError(
+                f"split.valid_fraction + split.test_fraction = {valid + test:g} leaves no training data"
+            )
+        return self
+
+    def fractions(self) -> tuple[float, float]:
+        valid, test = DEFAULT_FRACTIONS.get(self.name, (0.0, 0.0))
+        return (
+            self.valid_fraction if self.valid_fraction is not None else valid,
+            self.test_fraction if self.test_fraction is not None else test,
+        )
+
+    @property
+    def stochastic(self) -> bool:
+        return self.name in STOCHASTIC_SPLITS
+
+    def params(self) -> dict[str, object]:
+        """The resolved parameters, as logged with every run."""
+        valid, test = self.fractions()
+        out: dict[str, object] = {"name": self.name}
+        if self.name == "leave_last_out":
+            out["n"] = self.n
+        else:
+            out.update(valid_fraction=valid, test_fraction=test)
+        if self.name == "user_temporal":
+            out["min_user_interactions"] = self.min_user_interactions
+        return out
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train, validation and test interactions plus everything needed to reproduce them."""
+
+    name: str
+    params: dict[str, object]
+    seed: int
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    stochastic: bool = False
+    extras: dict[str, object] = field(default_factory=dict)
+
+    def train_valid(self) -> pd.DataFrame:
+        """Train and validation rows together, in the total order (what test-time models see)."""
+        return sort_total_order(pd.concat([self.train, self.valid]))
+
+    def summary(self) -> dict[str, int]:
+        train_users = set(self.train[C.USER])
+        seen_users = train_users | set(self.valid[C.USER])
+        test_users = set(self.test[C.USER])
+        valid_users = set(self.valid[C.USER])
+        return {
+            "train_rows": len(self.train),
+            "valid_rows": len(self.valid),
+            "test_rows": len(self.test),
+            "train_users": len(train_users),
+            "valid_users": len(valid_users),
+            "test_users": len(test_users),
+            "catalogue_items": len(self.items),
+            "train_items": self.train[C.ITEM].nunique(),
+            "valid_users_cold": len(valid_users - train_users),
+            "test_users_cold": len(test_users - seen_users),
+            "test_users_cold_vs_train": len(test_users - train_users),
+        }
+
+
+def sort_total_order(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(ORDER, kind="stable")
+
+
+def make_split(
+    interactions: pd.DataFrame,
+    config: SplitConfig,
+    seed: int = 0,
+    users: pd.DataFrame | None = None,
+    items: pd.DataFrame | None = None,
+) -> Split:
+    """Split ``interactions`` by ``config`` (seeded where the split is random)."""
+    for col in (C.USER, C.ITEM, C.TIMESTAMP):
+        if col not in interactions.columns:
+            raise ConfigError(f"interactions have no '{col}' column; cannot split")
+    data = sort_total_order(interactions)
+    valid_f, test_f = config.fractions()
+    if config.name == "user_temporal":
+        part = _user_temporal(data, test_f, config.min_user_interactions)
+    elif config.name == "global_temporal":
+        part = _global_temporal(data, valid_f, test_f)
+    elif config.name == "leave_last_out":
+        part = _leave_last_out(data, config.n)
+    elif config.name == "user_stratified":
+        part = _stratified(data, C.USER, valid_f, test_f, seed)
+    elif config.name == "item_stratified":
+        part = _item_stratified(data, valid_f, test_f, seed)
+    else:  # pragma: no cover - guarded by the config type
+        raise ConfigError(f"unknown split {config.name!r}")
+    if users is None:
+        users = pd.DataFrame({C.USER: np.sort(data[C.USER].unique())})
+    if items is None:
+        items = pd.DataFrame({C.ITEM: np.sort(data[C.ITEM].unique())})
+    split = Split(
+        name=config.name,
+        params={**config.params(), "seed": seed if config.stochastic else None},
+        seed=seed,
+        train=data[part == 0],
+        valid=data[part == 1],
+        test=data[part == 2],
+        users=users,
+        items=items,
+        stochastic=config.stochastic,
+    )
+    return split
+
+
+# ------------------------------------------------------------------------------- rules
+
+
+def half_even(n: np.ndarray, fraction: float) -> np.ndarray:
+    """round(n * fraction) with exact arithmetic and ties to even, element-wise."""
+    f = Fraction(str(fraction))
+    unique = np.unique(n)
+    table = {int(u): round(Fraction(int(u)) * f) for u in unique}
+    return np.array([table[int(v)] for v in n], dtype=np.int64) if len(n) else np.zeros(0, np.int64)
+
+
+def _per_group_sizes(data: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
+    grouped = data.groupby(key, sort=False)
+    return grouped.cumcount().to_numpy(), grouped[key].transform("size").to_numpy()
+
+
+def _user_temporal(data: pd.DataFrame, test_f: float, min_n: int) -> np.ndarray:
+    pos, n = _per_group_sizes(data, C.USER)
+    n_test = np.maximum(1, half_even(n, test_f))
+    n_test = np.where(n - 2 * n_test >= 1, n_test, 0)  # always leave at least one train row
+    n_test = np.where(n < min_n, 0, n_test)
+    return _assign_from_end(pos, n, n_test, n_test)
+
+
+def _leave_last_out(data: pd.DataFrame, n_last: int) -> np.ndarray:
+    pos, n = _per_group_sizes(data, C.USER)
+    n_test = np.where(n >= 2 * n_last + 1, n_last, 0)
+    return _assign_from_end(pos, n, n_test, n_test)
+
+
+def _assign_from_end(pos: np.ndarray, n: np.ndarray, n_valid: np.ndarray, n_test: np.ndarray) -> np.ndarray:
+    part = np.zeros(len(pos), dtype=np.int8)
+    from_end = n - pos  # 1 for the last row of the group
+    part[from_end <= n_test + n_valid] = 1
+    part[from_end <= n_test] = 2
+    return part
+
+
+def _global_temporal(data: pd.DataFrame, valid_f: float, test_f: float) -> np.ndarray:
+    n = len(data)
+    n_test = int(half_even(np.array([n]), test_f)[0])
+    n_valid = int(half_even(np.array([n]), valid_f)[0])
+    part = np.zeros(n, dtype=np.int8)
+    part[n - n_test - n_valid : n - n_test] = 1
+    part[n - n_test :] = 2
+    return part
+
+
+def _random_positions(
+    data: pd.DataFrame, key: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each row within its group under a seeded random permutation."""
+    keys = rng.random(len(data))
+    frame = pd.DataFrame({"g": data[key].to_numpy(), "r": keys, "i": np.arange(len(data))})
+    frame = frame.sort_values(["g", "r"], kind="stable")
+    pos = np.empty(len(data), dtype=np.int64)
+    pos[frame["i"].to_numpy()] = frame.groupby("g", sort=False).cumcount().to_numpy()
+    n = data.groupby(key, sort=False)[key].transform("size").to_numpy()
+    return pos, n
+
+
+def _stratified(data: pd.DataFrame, key: str, valid_f: float, test_f: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pos, n = _random_positions(data, key, rng)
+    n_test = half_even(n, test_f)
+    n_valid = half_even(n, valid_f)
+    return _assign_from_end(pos, n, n_valid, n_test)
+
+
+def _item_stratified(data: pd.DataFrame, valid_f: float, test_f: float, seed: int) -> np.ndarray:
+    """Per item: a seeded random (1 - test_f) / test_f split; validation is then carved from
+    each item's train part by the same rule with ``valid_f``."""
+    rng = np.random.default_rng(seed)
+    pos, n = _random_positions(data, C.ITEM, rng)
+    n_test = half_even(n, test_f)
+    part = np.where(n - pos <= n_test, 2, 0).astype(np.int8)
+    train_mask = part == 0
+    train = data[train_mask]
+    pos_t, n_t = _random_positions(train, C.ITEM, rng)
+    n_valid = half_even(n_t, valid_f)
+    sub = np.where(n_t - pos_t <= n_valid, 1, 0).astype(np.int8)
+    part[np.flatnonzero(train_mask)] = sub
+    return part
+
+
+# ------------------------------------------------------------------------ leakage checks
+
+
+def check_split(split: Split, interactions: pd.DataFrame) -> list[str]:
+    """The protocol's leakage checks; returns the violations (empty when the split is sound).
+
+    - the three parts are disjoint and add up to the input rows;
+    - global_temporal: every train row precedes every validation row, which precedes every test
+      row, in the total order;
+    - per-user temporal splits: each user's train rows precede that user's validation rows,
+      which precede that user's test rows.
+    """
+    problems: list[str] = []
+    parts = {"train": split.train, "valid": split.valid, "test": split.test}
+    seen: set = set()
+    for name, frame in parts.items():
+        overlap = seen.intersection(frame.index)
+        if overlap:
+            problems.append(f"{name} shares {len(overlap)} rows with an earlier part")
+        seen.update(frame.index)
+    if seen != set(interactions.index):
+        problems.append(
+            f"parts hold {len(seen)} rows, input has {len(interactions)} "
+            f"({len(set(interactions.index) - seen)} missing)"
+        )
+    key = lambda f: list(zip(f[C.TIMESTAMP], f[C.ITEM], f[C.USER]))  # noqa: E731
+    if split.name == "global_temporal":
+        for a, b in (("train", "valid"), ("valid", "test")):
+            if len(parts[a]) and len(parts[b]) and max(key(parts[a])) > min(key(parts[b])):
+                problems.append(f"a {a} row comes after a {b} row in the total order")
+    if split.name in ("user_temporal", "leave_last_out"):
+        last_train = _per_user_extreme(parts["train"], max)
+        first_valid = _per_user_extreme(parts["valid"], min)
+        last_valid = _per_user_extreme(parts["valid"], max)
+        first_test = _per_user_extreme(parts["test"], min)
+        for user, t in first_valid.items():
+            if user in last_train and last_train[user] > t:
+                problems.append(f"user {user}: a train row comes after a validation row")
+        for user, t in first_test.items():
+            before = (
+                max(x for x in (last_train.get(user), last_valid.get(user)) if x is not None)
+                if (user in last_train or user in last_valid)
+                else None
+            )
+            if before is not None and before > t:
+                problems.append(f"user {user}: a test row comes before a train or validation row")
+    return problems
+
+
+def _per_user_extreme(frame: pd.DataFrame, fn) -> dict:
+    out: dict = {}
+    for user, ts, item in zip(frame[C.USER], frame[C.TIMESTAMP], frame[C.ITEM]):
+        k = (ts, item)
+        out[user] = k if user not in out else fn(out[user], k)
+    return out

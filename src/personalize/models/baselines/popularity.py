@@ -1,0 +1,34 @@
+"""Popularity: every user gets the most-interacted items of the training data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from personalize.data.matrix import InteractionData
+from personalize.models.base import EpochMonitor, ModelConfig, Recommender
+
+
+class PopularityConfig(ModelConfig):
+    """No hyperparameters."""
+
+
+class Popularity(Recommender):
+    """score(u, i) = number of training interactions with item i (ties: lower item index).
+    Identical for known, cold and unknown users."""
+
+    name = "popularity"
+    family = "baseline"
+    Config = PopularityConfig
+    handles_cold_users = True
+
+    def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
+        self.scores_ = data.item_counts.astype(np.float32)
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.scores_, (len(users), self.n_items)).copy()
+
+    def _state(self):
+        return {"scores": self.scores_}
+
+    def _set_state(self, state) -> None:
+        self.scores_ = state["scores"]

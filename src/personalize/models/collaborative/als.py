@@ -1,0 +1,49 @@
+"""ALS: implicit-feedback matrix factorisation (Hu, Koren & Volinsky 2008), via ``implicit``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from personalize.data.matrix import InteractionData
+from personalize.models.base import ModelConfig
+from personalize.models.collaborative._implicit import ImplicitMF
+
+
+class ALSConfig(ModelConfig):
+    factors: int = Field(default=64, ge=1, description="Latent dimensions.")
+    regularization: float = Field(default=0.05, ge=0, description="L2 regularisation of the factors.")
+    alpha: float = Field(
+        default=2.0, gt=0, description="Confidence of an observed interaction: c = 1 + alpha."
+    )
+    iterations: int = Field(
+        default=15, ge=1, description="ALS sweeps (epochs); the best is kept under validation."
+    )
+    num_threads: int = Field(
+        default=0, ge=0, description="Threads (0: all cores); ALS is deterministic either way."
+    )
+
+
+class ALS(ImplicitMF):
+    """Weighted ALS on the binary matrix with confidence alpha; the training loss is implicit's
+    weighted squared error. Cold users: popularity."""
+
+    name = "als"
+    Config = ALSConfig
+
+    def _make(self):
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        c = self.config
+        return AlternatingLeastSquares(
+            factors=c.factors,
+            regularization=c.regularization,
+            alpha=c.alpha,
+            iterations=c.iterations,
+            calculate_training_loss=True,
+            num_threads=c.num_threads,
+            random_state=self.seed,
+        )
+
+    def _epoch_loss(self, callback_args: tuple, data: InteractionData) -> float | None:
+        loss = callback_args[2] if len(callback_args) > 2 else None
+        return None if loss is None else float(loss)

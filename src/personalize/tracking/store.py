@@ -1,0 +1,281 @@
+"""Where runs are stored, and the run hierarchy: the only module (with its package) that
+talks to MLflow.
+
+Store: ``sqlite:///<project>/mlruns/mlflow.db`` with artifacts under ``<project>/mlruns/
+artifacts`` (MLflow 3 deprecates the file store). ``MLFLOW_TRACKING_URI`` overrides the
+store; for a SQLite store, artifacts then live in an ``artifacts`` folder beside the database
+file (so a temporary store is entirely temporary).
+
+Hierarchy (the protocol's): a parent run per experiment or tuning session -> one run per model
+-> nested runs per seed or per trial. Runs are created with explicit IDs through
+:class:`mlflow.MlflowClient` (no global "active run"), so nesting is explicit and several
+processes can log to one store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from personalize.paths import default_artifact_root, default_tracking_uri, project_root
+
+KIND_TAG = "personalize.kind"  # experiment | session | model | seed | trial
+PARENT_TAG = "mlflow.parentRunId"
+PACKAGES = (
+    "personalize",
+    "numpy",
+    "scipy",
+    "pandas",
+    "torch",
+    "implicit",
+    "mlflow",
+    "optuna",
+    "scikit-learn",
+    "recbole",
+    "torchrec",
+    "opacus",
+    "sentence-transformers",
+    "faiss-cpu",
+)
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri() -> str:
+    """The tracking URI in force: ``MLFLOW_TRACKING_URI`` or the project's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def artifact_root(uri: str | None = None) -> Path:
+    """Artifact folder for a store: beside a SQLite database, else the project's."""
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        if uri == default_tracking_uri():
+            return default_artifact_root()
+        return db.parent / "artifacts"
+    return default_artifact_root()
+
+
+def _client(uri: str):
+    import mlflow
+
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def ui_command(uri: str | None = None, port: int = 5000) -> str:
+    """The shell command that opens the MLflow UI on this store."""
+    uri = uri or tracking_uri()
+    root = project_root()
+    shown = uri.replace(f"sqlite:///{root}/", "sqlite:///") if uri.startswith(f"sqlite:///{root}/") else uri
+    return f".venv/bin/mlflow ui --backend-store-uri {shown} --port {port}"
+
+
+def run_url(experiment_id: str, run_id: str | None = None, port: int = 5000) -> str:
+    """Link into the UI: the runs table of an experiment, or one run."""
+    base = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}"
+    return f"{base}/runs/{run_id}" if run_id else f"{base}/runs"
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_state() -> dict[str, str]:
+    """Commit of the project checkout and whether it has uncommitted changes."""
+    root = project_root()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit or "unknown", "git_dirty": str(bool(dirty)).lower()}
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dict -> {'a.b': 'value'} with values as strings (MLflow params)."""
+    out: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            out[name] = text[:MAX_PARAM_LENGTH]
+    return out
+
+
+def metric_key(name: str) -> str:
+    """'ndcg@10' -> 'ndcg_at_10' (MLflow metric names allow no '@')."""
+    return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", name.replace("@", "_at_"))
+
+
+@dataclass
+class RunHandle:
+    """One MLflow run: log params, metrics (optionally per step), tables, figures and files."""
+
+    client: Any
+    run_id: str
+    experiment_id: str
+    name: str
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(params)
+        items = [Param(k, v) for k, v in flat.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(metric_key(k), float(v), now, step or 0)
+            for k, v in metrics.items()
+            if v is not None and pd.notna(v)
+        ]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_table(self, frame: pd.DataFrame, path: str) -> None:
+        """Write ``frame`` as .parquet / .csv / .md (by the suffix of ``path``) and log it."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            if local.suffix == ".parquet":
+                frame.to_parquet(local, index=False)
+            elif local.suffix == ".csv":
+                frame.to_csv(local, index=False)
+            elif local.suffix == ".md":
+                local.write_text(frame.to_markdown(index=False))
+            else:
+                raise ValueError(f"unsupported table format: {path}")
+            self.client.log_artifact(self.run_id, str(local), _folder(path))
+
+    def log_figure(self, figure, path: str) -> None:
+        self.client.log_figure(self.run_id, figure, path)
+
+    def log_text(self, text: str, path: str) -> None:
+        self.client.log_text(self.run_id, text, path)
+
+    def log_dict(self, data: dict, path: str) -> None:
+        self.client.log_dict(self.run_id, data, path)
+
+    def log_file(self, local: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local), folder)
+
+    def log_folder(self, local: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local), folder)
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri
+
+    def url(self, port: int = 5000) -> str:
+        return run_url(self.experiment_id, self.run_id, port)
+
+
+def _folder(path: str) -> str | None:
+    parent = str(Path(path).parent)
+    return None if parent in ("", ".") else parent
+
+
+class Tracker:
+    """Creates runs in one MLflow experiment of one store."""
+
+    def __init__(self, experiment: str, uri: str | None = None):
+        self.uri = uri or tracking_uri()
+        self.client = _client(self.uri)
+        self.experiment_name = experiment
+        self.experiment_id = self._experiment_id(experiment)
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        slug = re.sub(r"[^0-9A-Za-z_.-]+", "-", name).strip("-") or "experiment"
+        location = artifact_root(self.uri) / slug
+        location.mkdir(parents=True, exist_ok=True)
+        try:
+            return self.client.create_experiment(name, artifact_location=location.as_uri())
+        except Exception:  # created concurrently by another process
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def start(
+        self,
+        name: str,
+        kind: str,
+        parent: RunHandle | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> RunHandle:
+        """Create a RUNNING run (nested under ``parent``); end it with :meth:`end`."""
+        all_tags = {KIND_TAG: kind, **(tags or {})}
+        if parent is not None:
+            all_tags[PARENT_TAG] = parent.run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        return RunHandle(self.client, run.info.run_id, self.experiment_id, name)
+
+    def end(self, handle: RunHandle, status: str = "FINISHED") -> None:
+        self.client.set_terminated(handle.run_id, status)
+
+    @contextmanager
+    def run(
+        self,
+        name: str,
+        kind: str,
+        parent: RunHandle | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> Iterator[RunHandle]:
+        """A run that ends FINISHED, or FAILED (KILLED on Ctrl-C) if the block raises."""
+        handle = self.start(name, kind, parent, tags)
+        try:
+            yield handle
+        except KeyboardInterrupt:
+            self.end(handle, "KILLED")
+            raise
+        except BaseException:
+            self.end(handle, "FAILED")
+            raise
+        self.end(handle, "FINISHED")
+
+    def ui_command(self, port: int = 5000) -> str:
+        return ui_command(self.uri, port)

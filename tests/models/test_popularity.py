@@ -1,0 +1,6 @@
+from contract import RecommenderContract
+
+
+class TestPopularity(RecommenderContract):
+    model_type = "popularity"
+    params = {}
