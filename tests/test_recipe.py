@@ -163,3 +163,26 @@ def test_global_temporal_reports_warm_and_cold(_store, monkeypatch):
         model_run.data.metrics["n_test_users_cold"]
         == table.loc[table["model"] == "ease", "cold users"].iloc[0]
     )
+
+
+def test_grid_is_chosen_on_validation(_store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _store)
+    config = load_experiment(
+        data={
+            **TINY,
+            "name": "tiny_grid",
+            "seeds": [0],
+            "models": [{"type": "ease", "grid": {"l2": [1.0, 100.0, 10000.0]}}],
+        },
+    )
+    result = run_experiment(config, progress=False, echo=None)
+    seed = result.outcomes[0].seeds[0]
+    assert [row["l2"] for row in seed.grid] == [1.0, 100.0, 10000.0]
+    best = max(seed.grid, key=lambda r: r["valid_ndcg@10"])
+    assert seed.selected_params["l2"] == best["l2"]
+    assert seed.valid.summary["ndcg@10"] == pytest.approx(best["valid_ndcg@10"])
+    client = mlflow.MlflowClient(tracking_uri=_store)
+    seed_runs = client.search_runs(
+        [result.experiment_id], f"tags.mlflow.parentRunId = '{result.outcomes[0].run_id}'"
+    )
+    assert "grid.csv" in {a.path for a in client.list_artifacts(seed_runs[0].info.run_id)}

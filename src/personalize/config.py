@@ -27,24 +27,42 @@ class ModelSpec(StrictModel):
     seeds: list[int] | None = Field(
         default=None, description="Seeds for this model (default: the experiment's)."
     )
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description=(
+            "A small grid of params, chosen on validation (primary metric) and then refit on "
+            "train + validation: {param: [values]}; every combination is tried."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_params(self) -> ModelSpec:
         from personalize.models.registry import get_model_class
 
         cls = get_model_class(self.type)
-        try:
-            cls.Config.model_validate(self.params)
-        except ValidationError as exc:
-            accepted = ", ".join(cls.Config.model_fields) or "none"
-            raise ValueError(
-                f"model {self.label!r} ({self.type}): {_format_errors(exc)}; accepted params: {accepted}"
-            ) from None
+        accepted = ", ".join(cls.Config.model_fields) or "none"
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"model {self.label!r}: grid.{key} must be a non-empty list")
+        for params in self.combinations():
+            try:
+                cls.Config.model_validate(params)
+            except ValidationError as exc:
+                raise ValueError(
+                    f"model {self.label!r} ({self.type}): {_format_errors(exc)}; accepted params: {accepted}"
+                ) from None
         return self
 
     @property
     def label(self) -> str:
         return self.name or self.type
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """``params`` merged with every point of ``grid`` (just ``params`` without a grid)."""
+        points: list[dict[str, Any]] = [{}]
+        for key, values in self.grid.items():
+            points = [{**p, key: v} for p in points for v in values]
+        return [{**self.params, **p} for p in points]
 
 
 class TrainingConfig(StrictModel):

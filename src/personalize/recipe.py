@@ -23,6 +23,7 @@ from personalize.data.matrix import IdIndex, InteractionData
 from personalize.evaluation.evaluator import (
     EvalTarget,
     EvaluationConfig,
+    EvaluationResult,
     Evaluator,
     genre_matrix,
     make_target,
@@ -129,28 +130,42 @@ def fit_and_evaluate(
     on_report: Callable[[int, float], None] | None = None,
     evaluate_test: bool = True,
 ) -> tuple[SeedOutcome, Recommender]:
-    """Fit one model with one seed on train (validation monitors iterative models), evaluate on
-    validation, refit on train + validation (if configured) and evaluate on test.
+    """Fit one model with one seed on train, evaluate on validation, refit on train +
+    validation (if configured) with the selected settings, and evaluate on test.
 
-    Returns the outcome and the model that was evaluated on test.
+    Validation monitors iterative models (learning curve, best epoch, early stopping), lets
+    ``uses_validation`` models select their settings, and picks the best point of the spec's
+    grid (by the primary metric). Returns the outcome and the model evaluated on test.
     """
     evaluator = Evaluator(config.evaluation, prepared.genres)
-    model = create_model(spec.type, spec.params, seed)
-    monitor = None
-    if model.iterative:
-        monitor = ValidationMonitor(
-            prepared.valid_target,
-            metric=config.training.monitor_metric,
-            every=config.training.eval_every,
-            patience=config.training.early_stopping_patience,
-            mode=config.evaluation.mode,
-            on_epoch=on_epoch,
-            on_report=on_report,
-        )
+    primary = config.evaluation.primary_metric
+    combinations = spec.combinations()
+    best: tuple[float, Recommender, EvaluationResult, ValidationMonitor | None] | None = None
+    grid_rows: list[dict] = []
     t0 = time.perf_counter()
-    model.fit(prepared.train, monitor)
+    for params in combinations:
+        model = create_model(spec.type, params, seed)
+        monitor = None
+        if model.iterative or model.uses_validation:
+            monitor = ValidationMonitor(
+                prepared.valid_target,
+                metric=config.training.monitor_metric,
+                every=config.training.eval_every,
+                patience=config.training.early_stopping_patience,
+                mode=config.evaluation.mode,
+                on_epoch=on_epoch if len(combinations) == 1 else None,
+                on_report=on_report,
+            )
+        model.fit(prepared.train, monitor)
+        valid = evaluator.evaluate(model, prepared.valid_target)
+        value = valid.summary[primary]
+        if spec.grid:
+            point = {k: params[k] for k in spec.grid}
+            grid_rows.append({**point, f"valid_{primary}": value, "best_epoch": model.best_epoch_})
+        if best is None or value > best[0]:
+            best = (value, model, valid, monitor)
     fit_seconds = time.perf_counter() - t0
-    valid = evaluator.evaluate(model, prepared.valid_target)
+    _, model, valid, monitor = best
     final, refit_seconds = model, 0.0
     selected = model.selected_config()
     if evaluate_test and config.training.refit:
@@ -170,6 +185,7 @@ def fit_and_evaluate(
         best_epoch=model.best_epoch_,
         selected_params=selected.model_dump(mode="json"),
         history=list(monitor.history) if monitor else [],
+        grid=grid_rows,
     )
     return outcome, final
 

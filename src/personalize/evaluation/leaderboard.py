@@ -44,6 +44,7 @@ class SeedOutcome:
     best_epoch: int | None = None
     selected_params: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    grid: list[dict] = field(default_factory=list)  # validation value of every grid point
 
 
 @dataclass

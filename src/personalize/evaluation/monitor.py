@@ -41,6 +41,10 @@ class ValidationMonitor:
     def metric_key(self) -> str:
         return "valid_" + self.metric.replace("@", "_at_")
 
+    def evaluate(self, model: Recommender) -> float:
+        """The monitored validation metric of ``model`` (nothing recorded)."""
+        return self._evaluator.evaluate(model, self.target).summary[self.metric]
+
     def __call__(self, model: Recommender, epoch: int, loss: float | None) -> EpochReport:
         row: dict[str, float] = {"epoch": epoch}
         if loss is not None:
@@ -50,7 +54,7 @@ class ValidationMonitor:
             if self.on_epoch:
                 self.on_epoch(epoch, {k: v for k, v in row.items() if k != "epoch"})
             return EpochReport()
-        value = self._evaluator.evaluate(model, self.target).summary[self.metric]
+        value = self.evaluate(model)
         row[self.metric_key] = value
         self.history.append(row)
         if self.on_epoch:

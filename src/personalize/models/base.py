@@ -13,6 +13,8 @@ scoring call over the catalogue, and save/load. Conventions, the same for every 
   index) gets the popularity fallback, and ``personalised`` says which users were answered by
   the model itself.
 - Stochastic models take ``seed`` (a plain int) and are deterministic given it.
+- Models that select settings on validation (``uses_validation``, e.g. a fusion weight) also
+  receive the monitor and call ``monitor.evaluate(model)`` to score a candidate.
 - Iterative models report to an :class:`EpochMonitor` after every epoch (training loss, then
   validation NDCG@10 via the evaluator), keep the state of their best epoch, and expose it as
   ``best_epoch_``; ``selected_config()`` returns the config to refit with (epochs = best epoch).
@@ -65,6 +67,7 @@ class Recommender(ABC):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     stochastic: ClassVar[bool] = False
     iterative: ClassVar[bool] = False
+    uses_validation: ClassVar[bool] = False  # gets the monitor to select settings (e.g. fusion weights)
     handles_cold_users: ClassVar[bool] = False
     exportable: ClassVar[bool] = True
 

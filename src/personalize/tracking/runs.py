@@ -63,6 +63,8 @@ class SeedRun:
                 "eval_seconds": outcome.eval_seconds,
             }
         )
+        if outcome.grid:
+            h.log_table(pd.DataFrame(outcome.grid), "grid.csv")
         if outcome.history:
             monitored = [k for k in outcome.history[-1] if k.startswith("valid_")]
             best = [row for row in outcome.history if row["epoch"] == outcome.best_epoch]
