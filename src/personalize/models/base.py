@@ -18,6 +18,8 @@ scoring call over the catalogue, and save/load. Conventions, the same for every 
 - Iterative models report to an :class:`EpochMonitor` after every epoch (training loss, then
   validation NDCG@10 via the evaluator), keep the state of their best epoch, and expose it as
   ``best_epoch_``; ``selected_config()`` returns the config to refit with (epochs = best epoch).
+- ``export_spec()`` describes the fitted scoring as plain arrays (:class:`ScorerSpec`), so that
+  an exported artifact can serve it without this package's training code.
 - ``save(path)`` writes ``model.json`` (type, config, seed) and arrays as ``.npy`` plus ID maps
   as Parquet; ``Recommender.load(path)`` restores any model without refitting.
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
@@ -42,6 +44,31 @@ from personalize.evaluation.ranking import block_size, mask_seen, topk
 
 class ModelConfig(StrictModel):
     """Base of every model's config (unknown keys are rejected)."""
+
+
+@dataclass
+class ScorerSpec:
+    """How a fitted model scores, as plain data, for serving without the training code.
+
+    ``kind`` is one of (score of user u for all items, before seen items are excluded):
+
+    - ``static``: ``arrays["scores"]`` (items,) -- the same for every user;
+    - ``item_item``: ``arrays["weights"]`` (items x items, dense or CSR) -- ``seen[u] @ weights``;
+    - ``factors``: ``arrays["users"]`` (users x d), ``arrays["items"]`` (items x d) --
+      ``users[u] @ items.T``;
+    - ``neumf``: ``arrays`` = a PyTorch ``state_dict`` as NumPy arrays, ``params`` = architecture;
+    - ``blend``: ``parts`` (specs) combined with ``params["weights"]`` by ``params["method"]``
+      ('minmax': per-user min-max normalised weighted sum; 'rrf': weighted reciprocal-rank fusion
+      with constant ``params["rrf_k"]``).
+
+    The user index, item index, seen items and popularity fallback are stored beside the spec
+    (they are common to every model).
+    """
+
+    kind: str
+    arrays: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    parts: list[ScorerSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -183,6 +210,11 @@ class Recommender(ABC):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(data) first")
 
     # -------------------------------------------------------------------- persistence
+
+    def export_spec(self) -> ScorerSpec:
+        """The model's scoring as data (see :class:`ScorerSpec`); models that cannot be served
+        without their training code raise ``NotImplementedError`` (and set ``exportable``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported")
 
     def _state(self) -> dict[str, np.ndarray | sp.spmatrix]:
         """Learned arrays to save (subclasses)."""

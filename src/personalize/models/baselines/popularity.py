@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender
+from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
 
 
 class PopularityConfig(ModelConfig):
@@ -26,6 +26,9 @@ class Popularity(Recommender):
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.scores_, (len(users), self.n_items)).copy()
+
+    def export_spec(self) -> ScorerSpec:
+        return ScorerSpec("static", {"scores": self.scores_})
 
     def _state(self):
         return {"scores": self.scores_}

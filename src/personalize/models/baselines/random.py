@@ -22,6 +22,7 @@ class RandomRecommender(Recommender):
     Config = RandomConfig
     stochastic = True
     handles_cold_users = True
+    exportable = False  # a floor for comparisons, not something to serve
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
         pass

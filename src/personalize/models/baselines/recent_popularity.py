@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field
 
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender
+from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
 
 
 class RecentPopularityConfig(ModelConfig):
@@ -33,6 +33,9 @@ class RecentPopularity(Recommender):
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.scores_, (len(users), self.n_items)).copy()
+
+    def export_spec(self) -> ScorerSpec:
+        return ScorerSpec("static", {"scores": self.scores_})
 
     def _state(self):
         return {"scores": self.scores_}

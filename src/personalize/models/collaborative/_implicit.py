@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender
+from personalize.models.base import EpochMonitor, Recommender, ScorerSpec
 
 
 class _StopTraining(Exception):
@@ -75,6 +75,9 @@ class ImplicitMF(Recommender):
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors_[users] @ self.item_factors_.T
+
+    def export_spec(self) -> ScorerSpec:
+        return ScorerSpec("factors", {"users": self.user_factors_, "items": self.item_factors_})
 
     def _state(self):
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field
 
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender
+from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
 
 
 class EASEConfig(ModelConfig):
@@ -32,6 +32,9 @@ class EASE(Recommender):
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return np.asarray(self.seen_[users] @ self.weights_, dtype=np.float32)
+
+    def export_spec(self) -> ScorerSpec:
+        return ScorerSpec("item_item", {"weights": self.weights_})
 
     def _state(self):
         return {"weights": self.weights_}

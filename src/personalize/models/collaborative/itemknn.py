@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender
+from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
 
 
 class ItemKNNConfig(ModelConfig):
@@ -51,6 +51,9 @@ class ItemKNN(Recommender):
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return np.asarray((self.seen_[users] @ self.weights_).todense(), dtype=np.float32)
+
+    def export_spec(self) -> ScorerSpec:
+        return ScorerSpec("item_item", {"weights": self.weights_})
 
     def _state(self):
         return {"weights": self.weights_}
