@@ -16,6 +16,7 @@ from personalize.data.config import DataConfig, StrictModel
 from personalize.errors import ConfigError
 from personalize.evaluation.evaluator import EvaluationConfig
 from personalize.evaluation.splits import SplitConfig
+from personalize.tuning.config import SearchDimension, TuningConfig
 
 
 class ModelSpec(StrictModel):
@@ -32,6 +33,13 @@ class ModelSpec(StrictModel):
         description=(
             "A small grid of params, chosen on validation (primary metric) and then refit on "
             "train + validation: {param: [values]}; every combination is tried."
+        ),
+    )
+    search: dict[str, SearchDimension] = Field(
+        default_factory=dict,
+        description=(
+            "Search space for `personalize tune`: {param: {low, high, log, step} or {choices}}; "
+            "`personalize run` uses params only."
         ),
     )
 
@@ -51,7 +59,33 @@ class ModelSpec(StrictModel):
                 raise ValueError(
                     f"model {self.label!r} ({self.type}): {_format_errors(exc)}; accepted params: {accepted}"
                 ) from None
+        self._check_search(cls, accepted)
         return self
+
+    def _check_search(self, cls, accepted: str) -> None:
+        if self.search and self.grid:
+            raise ValueError(f"model {self.label!r}: give either grid or search, not both")
+        for key, dim in self.search.items():
+            if key not in cls.Config.model_fields:
+                raise ValueError(
+                    f"model {self.label!r} ({self.type}): search.{key} is not a param; accepted params: {accepted}"
+                )
+            if dim.type is None:
+                try:
+                    dim.type = _search_kind(cls.Config.model_fields[key].annotation, dim)
+                except ValidationError as exc:
+                    raise ValueError(
+                        f"model {self.label!r} ({self.type}): search.{key}: "
+                        f"{_format_errors(exc).removeprefix('Value error, ')}"
+                    ) from None
+            for value in dim.edge_values():
+                try:
+                    cls.Config.model_validate({**self.params, key: value})
+                except ValidationError as exc:
+                    raise ValueError(
+                        f"model {self.label!r} ({self.type}): search.{key} value {value!r} is invalid: "
+                        f"{_format_errors(exc)}"
+                    ) from None
 
     @property
     def label(self) -> str:
@@ -77,7 +111,7 @@ class TrainingConfig(StrictModel):
         ),
     )
     early_stopping_patience: int | None = Field(
-        default=5,
+        default=10,
         ge=1,
         description="Validation evaluations without improvement before stopping (null: never).",
     )
@@ -120,6 +154,18 @@ class ExperimentConfig(StrictModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     models: list[ModelSpec] = Field(min_length=1, description="Models to fit and compare.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+
+    @model_validator(mode="after")
+    def _tuning_metric_is_evaluated(self) -> ExperimentConfig:
+        metric = self.tuning.metric
+        if metric is not None and metric != self.evaluation.primary_metric:
+            try:
+                EvaluationConfig(**{**self.evaluation.model_dump(), "primary_metric": metric})
+            except ValidationError as exc:
+                reason = _format_errors(exc).removeprefix("Value error, ")
+                raise ValueError(f"tuning.{reason.replace('evaluation.primary_metric', 'metric')}") from None
+        return self
 
     @field_validator("models")
     @classmethod
@@ -134,6 +180,17 @@ class ExperimentConfig(StrictModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _search_kind(annotation, dim: SearchDimension) -> str:
+    """A search dimension's type from the model param it searches (int, float, else categorical)."""
+    if dim.choices is not None:
+        return "categorical"
+    if annotation is int:
+        return "int"
+    if annotation is float:
+        return "float"
+    return dim.kind
 
 
 def _format_errors(exc: ValidationError) -> str:

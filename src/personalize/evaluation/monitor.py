@@ -23,7 +23,7 @@ class ValidationMonitor:
     target: EvalTarget
     metric: str = "ndcg@10"
     every: int = 1
-    patience: int | None = 5
+    patience: int | None = 10
     min_delta: float = 0.0
     mode: str = "protocol"
     on_epoch: Callable[[int, dict[str, float]], None] | None = None

@@ -13,9 +13,9 @@ from personalize.models.collaborative._implicit import ImplicitMF
 
 class BPRConfig(ModelConfig):
     factors: int = Field(default=64, ge=1, description="Latent dimensions (implicit adds an item bias).")
-    learning_rate: float = Field(default=0.05, gt=0, description="SGD step size.")
-    regularization: float = Field(default=0.01, ge=0, description="L2 regularisation.")
-    iterations: int = Field(default=100, ge=1, description="Epochs; the best is kept under validation.")
+    learning_rate: float = Field(default=0.01, gt=0, description="SGD step size.")
+    regularization: float = Field(default=0.001, ge=0, description="L2 regularisation.")
+    iterations: int = Field(default=200, ge=1, description="Epochs; the best is kept under validation.")
     num_threads: int = Field(
         default=1, ge=0, description="Threads; BPR's sampling is only reproducible with 1."
     )
