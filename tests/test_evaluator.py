@@ -19,7 +19,9 @@ def test_block_size_does_not_change_results(ml100k_small, monkeypatch):
     d = ml100k_small
     split = make_split(d.interactions, SplitConfig(), 0, d.users, d.items)
     index = IdIndex.build(split.users, split.items, split.train, split.valid, split.test)
-    model = create_model("ease", {"l2": 50}).fit(InteractionData.build(split.train, index, split.users, split.items))
+    model = create_model("ease", {"l2": 50}).fit(
+        InteractionData.build(split.train, index, split.users, split.items)
+    )
     target = make_target("valid", split.valid, split.train, index)
     whole = Evaluator().evaluate(model, target)
     monkeypatch.setattr(evaluator_module, "block_size", lambda n_items, budget: 7)
@@ -45,8 +47,20 @@ def test_memory_stays_bounded_for_a_large_catalogue():
     items = pd.DataFrame({C.ITEM: np.arange(n_items)})
     ts = pd.Timestamp("2020-01-01", tz="UTC")
     rng = np.random.default_rng(0)
-    test = pd.DataFrame({C.USER: np.repeat(np.arange(n_users), 3), C.ITEM: rng.integers(0, n_items, 3 * n_users), C.TIMESTAMP: ts})
-    seen = pd.DataFrame({C.USER: np.repeat(np.arange(n_users), 5), C.ITEM: rng.integers(0, n_items, 5 * n_users), C.TIMESTAMP: ts})
+    test = pd.DataFrame(
+        {
+            C.USER: np.repeat(np.arange(n_users), 3),
+            C.ITEM: rng.integers(0, n_items, 3 * n_users),
+            C.TIMESTAMP: ts,
+        }
+    )
+    seen = pd.DataFrame(
+        {
+            C.USER: np.repeat(np.arange(n_users), 5),
+            C.ITEM: rng.integers(0, n_items, 5 * n_users),
+            C.TIMESTAMP: ts,
+        }
+    )
     index = IdIndex.build(users, items)
     target = make_target("test", test, seen, index)
     ev = Evaluator(EvaluationConfig(ks=[10], primary_metric="ndcg@10", memory_budget_mb=32))

@@ -98,7 +98,7 @@ def split_seeds(config: ExperimentConfig) -> list[int]:
 
 def model_seeds(config: ExperimentConfig, spec: ModelSpec) -> list[int]:
     seeds = spec.seeds or config.seeds
-    if get_model_class(spec.type).stochastic or config.split.stochastic:
+    if get_model_class(spec.type).is_stochastic(spec.params) or config.split.stochastic:
         return list(seeds)
     return [seeds[0]]
 
@@ -205,8 +205,13 @@ def run_experiment(
     track: bool = True,
     progress: bool = True,
     echo: Echo | None = print,
+    parent_run=None,
 ) -> ExperimentResult:
-    """Run an experiment end to end and log it to MLflow (``track=False``: no logging)."""
+    """Run an experiment end to end and log it to MLflow (``track=False``: no logging).
+
+    ``parent_run`` (a :class:`~personalize.tracking.RunHandle`) nests the experiment's run under
+    another one, e.g. a tuning session's final comparison.
+    """
     if not isinstance(config, ExperimentConfig):
         config = load_experiment(config, overrides)
     elif overrides:
@@ -222,7 +227,7 @@ def run_experiment(
     first = next(iter(prepared.values()))
     say(f"\nSplit: {config.split.name} {first.split.params} -> {first.split.summary()}")
 
-    logger = tlog.ExperimentLogger(config, dataset, prepared) if track else None
+    logger = tlog.ExperimentLogger(config, dataset, prepared, parent=parent_run) if track else None
     outcomes: list[ModelOutcome] = []
     jobs = [(spec, seed) for spec in config.models for seed in model_seeds(config, spec)]
     bar = tqdm(total=len(jobs), desc="models", disable=not progress, unit="fit")
@@ -273,6 +278,10 @@ def run_experiment(
     if logger:
         say(f"\nMLflow UI:  {result.ui_command}")
         say(f"This run:   {result.run_url()}")
+    if config.export.enabled:
+        from personalize.serving.export import export_after_run
+
+        export_after_run(result, tracked=logger is not None, progress=progress, echo=echo)
     return result
 
 

@@ -7,6 +7,7 @@ are broken by item index, i.e. by ascending item ID.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -56,15 +57,19 @@ class IdIndex:
 
 
 def _lookup(index: pd.Index, ids) -> np.ndarray:
-    """Positions of ``ids`` in ``index`` (-1 where absent), casting '196' to 196 and back
-    when the ID types differ."""
+    """Positions of ``ids`` in ``index`` (-1 where absent), casting '196' to 196 and back when
+    the ID types differ; an ID that cannot be cast (e.g. 'nobody' for integer IDs) is absent."""
     ids = pd.Index(ids)
-    if ids.dtype != index.dtype:
-        try:
-            ids = ids.astype(index.dtype)
-        except (ValueError, TypeError, OverflowError):
-            return np.full(len(ids), -1, dtype=np.int64)
-    return index.get_indexer(ids).astype(np.int64)
+    if ids.dtype == index.dtype:
+        return index.get_indexer(ids).astype(np.int64)
+    try:
+        return index.get_indexer(ids.astype(index.dtype)).astype(np.int64)
+    except (ValueError, TypeError, OverflowError):
+        out = np.full(len(ids), -1, dtype=np.int64)
+        for pos, value in enumerate(ids):
+            with contextlib.suppress(ValueError, TypeError, OverflowError):
+                out[pos] = index.get_indexer(pd.Index([value]).astype(index.dtype))[0]
+        return out
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,7 @@ class Evaluator:
         self.config = config or EvaluationConfig()
         self.mode = get_mode(self.config.mode)
         self.item_genres = item_genres
+        self._genres = None if item_genres is None else np.asarray(item_genres.toarray(), dtype=np.float32)
 
     @property
     def kmax(self) -> int:
@@ -265,33 +266,25 @@ class Evaluator:
                 ideal_gains=None if ideal_b is None else np.exp2(ideal_b) - 1.0,
             )
             per_user.update({f"ndcg_burges@{k}": burges[f"ndcg@{k}"] for k in ks})
+        diversity = M.diversity_at(items, ks, self._genres) if self._genres is not None else {}
         for k in ks:
             per_user[f"novelty@{k}"] = M.novelty(items, k, target.item_counts, target.n_seen_rows)
             per_user[f"popularity@{k}"] = M.popularity(items, k, target.item_counts)
-            if self.item_genres is not None:
-                per_user[f"diversity@{k}"] = M.diversity(items, k, self.item_genres)
-
-        frame = pd.DataFrame(per_user, index=pd.Index(target.user_ids, name=C.USER))
-        frame["n_relevant"] = n_rel
-        frame["warm"] = target.warm
+            if k in diversity:
+                per_user[f"diversity@{k}"] = diversity[k]
 
         # which users each metric is averaged over
         has_rel = n_rel > 0
         base = has_rel if mode.users_without_relevant == "exclude" else np.ones(len(n_rel), dtype=bool)
         predicted = (items >= 0).any(axis=1)
         summary: dict[str, float] = {}
-        included = frame.loc[base]
-        for col in per_user:
-            values = frame[col].to_numpy()
+        for col, values in per_user.items():
             mask = base
-            if mode.predicted_users_only and col.split("@")[0] in (
-                "precision",
-                "recall",
-                "map",
-                "map_r",
-            ):
+            if mode.predicted_users_only and col.split("@")[0] in ("precision", "recall", "map", "map_r"):
                 mask = base & predicted
-            summary[col] = float(np.nanmean(values[mask])) if mask.any() else 0.0
+            selected = values[mask]
+            finite = selected[~np.isnan(selected)]
+            summary[col] = float(finite.mean()) if len(finite) else 0.0
         catalogue = {}
         denom = target.seen_items if mode.coverage_base == "train_items" else target.index.n_items
         for k in ks:
@@ -299,7 +292,10 @@ class Evaluator:
         if mode.decimals is not None:
             summary = {k: round(v, mode.decimals) for k, v in summary.items()}
             catalogue = {k: round(v, mode.decimals) for k, v in catalogue.items()}
-        frame = frame.assign(evaluated=base)
+        frame = pd.DataFrame(
+            {**per_user, "n_relevant": n_rel, "warm": target.warm, "evaluated": base},
+            index=pd.Index(target.user_ids, name=C.USER),
+        )
         recs = recommendations_frame(items, scores, target)
         return EvaluationResult(
             target=target.name,
@@ -309,7 +305,7 @@ class Evaluator:
             summary=summary,
             catalogue_metrics=catalogue,
             recommendations=recs,
-            timings={"metric_seconds": time.perf_counter() - t0, "users": float(len(included))},
+            timings={"metric_seconds": time.perf_counter() - t0, "users": float(base.sum())},
         )
 
 

@@ -148,20 +148,33 @@ def popularity(topk: np.ndarray, k: int, item_counts: np.ndarray) -> np.ndarray:
     return np.where(n > 0, vals.sum(axis=1) / np.maximum(n, 1), np.nan)
 
 
-def diversity(topk: np.ndarray, k: int, genres: sp.csr_matrix | None) -> np.ndarray:
+def diversity(topk: np.ndarray, k: int, genres: sp.csr_matrix | np.ndarray | None) -> np.ndarray:
     """Per user: mean pairwise genre dissimilarity 1 - |A & B| / |A | B| within the top ``k``."""
+    return diversity_at(topk, [k], genres)[k]
+
+
+def diversity_at(
+    topk: np.ndarray, ks: list[int], genres: sp.csr_matrix | np.ndarray | None
+) -> dict[int, np.ndarray]:
+    """:func:`diversity` at every k in ``ks`` from one pairwise computation over the top max(ks)."""
     n_users = topk.shape[0]
     if genres is None or genres.shape[1] == 0:
-        return np.full(n_users, np.nan)
-    dense = np.asarray(genres.todense(), dtype=np.float32)
-    items = topk[:, :k]
+        return {k: np.full(n_users, np.nan) for k in ks}
+    dense = genres.toarray() if sp.issparse(genres) else np.asarray(genres)
+    dense = dense.astype(np.float32, copy=False)
+    kmax = max(ks)
+    items = topk[:, :kmax]
     valid = items >= 0
-    g = dense[np.where(valid, items, 0)] * valid[..., None]  # (users, k, n_genres)
-    sizes = g.sum(axis=2)  # (users, k)
-    inter = np.einsum("ukg,ulg->ukl", g, g)
+    g = dense[np.where(valid, items, 0)] * valid[..., None]  # (users, kmax, n_genres)
+    sizes = g.sum(axis=2)  # (users, kmax)
+    inter = np.matmul(g, g.transpose(0, 2, 1))  # (users, kmax, kmax)
     union = sizes[:, :, None] + sizes[:, None, :] - inter
     has = sizes > 0
     pair = has[:, :, None] & has[:, None, :] & ~np.eye(items.shape[1], dtype=bool)[None]
     dissim = np.where(pair, 1.0 - inter / np.where(union > 0, union, 1.0), 0.0)
-    n_pairs = pair.sum(axis=(1, 2))
-    return np.where(n_pairs > 0, dissim.sum(axis=(1, 2)) / np.maximum(n_pairs, 1), np.nan)
+    out = {}
+    for k in ks:
+        n_pairs = pair[:, :k, :k].sum(axis=(1, 2))
+        total = dissim[:, :k, :k].sum(axis=(1, 2))
+        out[k] = np.where(n_pairs > 0, total / np.maximum(n_pairs, 1), np.nan)
+    return out

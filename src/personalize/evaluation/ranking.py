@@ -16,9 +16,10 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best items per row of ``scores`` (rows: users, columns: item indices).
 
     Returns ``(items, values)``, both ``(n_rows, k)``; ``items`` is ``-1`` where fewer than
-    ``k`` items have a finite score. Exact: every item tied with the k-th score is a candidate
-    and the tie is broken by item index, so the result does not depend on the partition
-    algorithm. Cost O(rows x items) for the partition plus O(candidates log candidates).
+    ``k`` items have a finite score. Exact: equal scores are ordered by item index, also at the
+    k-th place (every item tied with the k-th score is a candidate), so the result does not
+    depend on the partition algorithm. Cost: one O(items) partition per row, then a sort of the
+    k candidates; rows with ties across the k-th place take an exact slower path.
     """
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D (users x items), got shape {scores.shape}")
@@ -29,6 +30,32 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return items, values
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN; a model must return finite scores or -inf")
+    k_eff = min(k, n_items)
+    if k_eff == n_items:
+        return _topk_exact(scores, k)
+    kth = np.partition(scores, n_items - k_eff, axis=1)[:, n_items - k_eff]
+    at_least = scores >= kth[:, None]
+    # rows whose k-th score is shared with an item outside the top k need the exact path
+    fast = np.count_nonzero(at_least, axis=1) == k_eff
+    if fast.any():
+        cand = (np.flatnonzero(at_least[fast]) % n_items).reshape(-1, k_eff)  # ascending per row
+        cand_vals = np.take_along_axis(scores[fast], cand, axis=1)
+        order = np.lexsort((cand, -cand_vals), axis=1)
+        items[fast, :k_eff] = np.take_along_axis(cand, order, axis=1)
+        values[fast, :k_eff] = np.take_along_axis(cand_vals, order, axis=1)
+    if not fast.all():
+        items[~fast], values[~fast] = _topk_exact(scores[~fast], k)
+    empty = ~np.isfinite(values)
+    items[empty] = EMPTY
+    values[empty] = -np.inf
+    return items, values
+
+
+def _topk_exact(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k with every item tied with the k-th score as a candidate (ties: item index)."""
+    n_rows, n_items = scores.shape
+    items = np.full((n_rows, k), EMPTY, dtype=np.int64)
+    values = np.full((n_rows, k), -np.inf, dtype=np.float32)
     k_eff = min(k, n_items)
     if k_eff < n_items:
         kth = np.partition(scores, n_items - k_eff, axis=1)[:, n_items - k_eff]

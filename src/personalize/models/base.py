@@ -106,6 +106,12 @@ class Recommender(ABC):
         self.best_epoch_: int | None = None
         self.epochs_run_: int = 0
 
+    @classmethod
+    def is_stochastic(cls, params: dict[str, Any]) -> bool:
+        """Whether a model of this class with ``params`` depends on its seed (a hybrid does when
+        one of its components does); the recipe fits a stochastic model once per seed."""
+        return cls.stochastic
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
         return f"{type(self).__name__}({params})"

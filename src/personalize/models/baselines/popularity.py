@@ -12,17 +12,12 @@ class PopularityConfig(ModelConfig):
     """No hyperparameters."""
 
 
-class Popularity(Recommender):
-    """score(u, i) = number of training interactions with item i (ties: lower item index).
-    Identical for known, cold and unknown users."""
+class StaticScores(Recommender):
+    """Base of models that give every user the same item scores ``scores_`` (fitted by the
+    subclass): scoring, persistence and export are shared."""
 
-    name = "popularity"
     family = "baseline"
-    Config = PopularityConfig
     handles_cold_users = True
-
-    def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
-        self.scores_ = data.item_counts.astype(np.float32)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.scores_, (len(users), self.n_items)).copy()
@@ -35,3 +30,14 @@ class Popularity(Recommender):
 
     def _set_state(self, state) -> None:
         self.scores_ = state["scores"]
+
+
+class Popularity(StaticScores):
+    """score(u, i) = number of training interactions with item i (ties: lower item index).
+    Identical for known, cold and unknown users."""
+
+    name = "popularity"
+    Config = PopularityConfig
+
+    def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
+        self.scores_ = data.item_counts.astype(np.float32)

@@ -6,7 +6,8 @@ import numpy as np
 from pydantic import Field
 
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
+from personalize.models.base import EpochMonitor, ModelConfig
+from personalize.models.baselines.popularity import StaticScores
 
 
 class RecentPopularityConfig(ModelConfig):
@@ -15,30 +16,16 @@ class RecentPopularityConfig(ModelConfig):
     )
 
 
-class RecentPopularity(Recommender):
+class RecentPopularity(StaticScores):
     """score(i) = sum over training interactions with i of 0.5 ** (age_days / half_life_days),
     where age is measured back from the latest training timestamp (the cut-off). The same for
     every user, cold and unknown users included."""
 
     name = "recent_popularity"
-    family = "baseline"
     Config = RecentPopularityConfig
-    handles_cold_users = True
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
         weights = np.exp2(-data.days_before_cutoff() / self.config.half_life_days)
         self.scores_ = np.bincount(
             data.frame["item_idx"].to_numpy(), weights=weights, minlength=data.n_items
         ).astype(np.float32)
-
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.scores_, (len(users), self.n_items)).copy()
-
-    def export_spec(self) -> ScorerSpec:
-        return ScorerSpec("static", {"scores": self.scores_})
-
-    def _state(self):
-        return {"scores": self.scores_}
-
-    def _set_state(self, state) -> None:
-        self.scores_ = state["scores"]

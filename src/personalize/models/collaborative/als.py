@@ -12,7 +12,8 @@ from personalize.models.collaborative._implicit import ImplicitMF
 class ALSConfig(ModelConfig):
     factors: int = Field(default=64, ge=1, description="Latent dimensions.")
     regularization: float = Field(default=5.0, ge=0, description="L2 regularisation of the factors.")
-    alpha: float = Field(default=1.0, gt=0, description="Confidence of an observed interaction: c = 1 + alpha."
+    alpha: float = Field(
+        default=1.0, gt=0, description="Confidence of an observed interaction: c = 1 + alpha."
     )
     iterations: int = Field(
         default=15, ge=1, description="ALS sweeps (epochs); the best is kept under validation."
