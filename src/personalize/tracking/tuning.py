@@ -1,0 +1,208 @@
+"""Logging a tuning session in the protocol's hierarchy: session run -> one run per model study
+-> nested runs per trial.
+
+- session run (kind ``session``): the resolved config, the tuning budget (``reproducible`` is
+  false under a wall-time budget), storage, metric, data fingerprint, git commit, package
+  versions; at the end the studies table, every model's best params as one pasteable YAML
+  block, and the tuned-versus-default comparison. The final comparison on test is an
+  ``experiment`` run nested under the session (its model and seed runs below it).
+- model study run (kind ``model``): the search space, the study name, per-study counts
+  (complete / pruned / failed trials, epochs trained), the best validation value and params,
+  and artifacts: ``plots/optimization_history.png``, ``plots/param_importances.png``,
+  ``plots/intermediate_values.png`` (iterative models), ``trials.csv`` and ``best_params.yaml``.
+- trial run (kind ``trial``): the trial's params, the validation metric per reported epoch
+  (step = epoch) and the training loss, the final validation metrics, ``best_epoch`` and
+  ``epochs_run``; tag ``trial_state`` = COMPLETE / PRUNED / FAIL with MLflow status FINISHED /
+  KILLED / FAILED (a failing trial also gets an ``error`` tag).
+
+Several processes (workers, or a run resumed after a kill) log into the same runs: the run IDs
+are kept as user attributes of the Optuna studies, and the process that creates a study (an
+atomic operation of the storage) creates its run; the others wait for the ID and reuse it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from personalize.tracking.store import RunHandle, Tracker, git_state, metric_key, package_versions
+
+RUN_ATTR = "mlflow_run_id"
+STATE_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "INTERRUPTED": "KILLED"}
+
+
+@dataclass
+class TrialRun:
+    """One trial's run: the learning curve is buffered and written, with the final metrics and
+    the state, in one batch when the trial ends (one write per trial, not per epoch)."""
+
+    handle: RunHandle
+    tracker: Tracker
+    epochs: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.epochs.append((epoch, dict(metrics)))
+
+    def end(self, state: str, metrics: dict[str, float] | None = None, error: str | None = None) -> None:
+        """Write the curve, the final metrics and the ``trial_state`` tag; end with its status."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        points = [(step, values) for step, values in self.epochs] + [(0, metrics or {})]
+        batch = [
+            Metric(metric_key(k), float(v), now, step)
+            for step, values in points
+            for k, v in values.items()
+            if v is not None and pd.notna(v)
+        ]
+        tags = [RunTag("trial_state", state)] + ([RunTag("error", error[:5000])] if error else [])
+        for start in range(0, max(1, len(batch)), 1000):
+            self.handle.client.log_batch(
+                self.handle.run_id, metrics=batch[start : start + 1000], tags=tags if start == 0 else []
+            )
+        self.epochs.clear()
+        self.tracker.end(self.handle, STATE_STATUS[state])
+
+
+class TuningLogger:
+    """Creates (or rejoins) the runs of one tuning session."""
+
+    def __init__(
+        self,
+        config,
+        marker_study,
+        marker_created: bool,
+        params: dict[str, Any],
+        texts: dict[str, str],
+        wait_seconds: float = 60.0,
+    ):
+        self.config = config
+        self.tracker = Tracker(config.tracking.experiment or config.name, config.tracking.uri)
+        self.wait_seconds = wait_seconds
+        self.session, fresh = self._claim(
+            marker_study,
+            marker_created,
+            lambda: self.tracker.start(
+                f"{config.name} tuning", "session", tags={"description": config.description}
+            ),
+        )
+        if fresh:
+            self.session.log_params({**params, **git_state(), "version": package_versions()})
+            for path, text in texts.items():
+                self.session.log_text(text, path)
+
+    # ------------------------------------------------------------------- shared run IDs
+
+    def _claim(self, study, created: bool, create: Callable[[], RunHandle]) -> tuple[RunHandle, bool]:
+        """The run whose ID ``study`` holds (waiting for its creator), or a new one we record."""
+        if not created:
+            # the creator records the ID right after creating the study (before any trial);
+            # a study that already has trials without an ID was run untracked: no wait
+            deadline = time.monotonic() + (0 if study.get_trials(deepcopy=False) else self.wait_seconds)
+            while True:
+                run_id = study.user_attrs.get(RUN_ATTR)
+                if run_id is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            if run_id is not None and self._exists(run_id):
+                self.tracker.client.update_run(run_id, status="RUNNING")
+                run = self.tracker.client.get_run(run_id)
+                return RunHandle(
+                    self.tracker.client, run_id, run.info.experiment_id, run.info.run_name
+                ), False
+        handle = create()
+        study.set_user_attr(RUN_ATTR, handle.run_id)
+        return handle, True
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            run = self.tracker.client.get_run(run_id)
+        except Exception:  # not in this store (e.g. another tracking URI)
+            return False
+        return run.info.experiment_id == self.tracker.experiment_id and run.info.lifecycle_stage == "active"
+
+    # ------------------------------------------------------------------------- studies
+
+    def start_model(self, study, created: bool, label: str, tags: dict, params: dict) -> RunHandle:
+        handle, fresh = self._claim(
+            study,
+            created,
+            lambda: self.tracker.start(label, "model", parent=self.session, tags=tags),
+        )
+        if fresh:
+            handle.log_params(params)
+        return handle
+
+    def start_trial(
+        self, model_run: RunHandle, label: str, number: int, tags: dict, params: dict
+    ) -> TrialRun:
+        handle = self.tracker.start(f"{label} trial {number}", "trial", parent=model_run, tags=tags)
+        handle.log_params(params)
+        return TrialRun(handle, self.tracker)
+
+    def close_dead_trials(self, run_ids: list[str]) -> int:
+        """Mark FAILED the runs of trials whose worker died (still RUNNING in MLflow)."""
+        closed = 0
+        for run_id in run_ids:
+            if self._exists(run_id) and self.tracker.client.get_run(run_id).info.status == "RUNNING":
+                handle = RunHandle(self.tracker.client, run_id, self.tracker.experiment_id, "")
+                handle.set_tags({"trial_state": "FAIL", "error": "the worker stopped (no heartbeat)"})
+                self.tracker.end(handle, "FAILED")
+                closed += 1
+        return closed
+
+    def finish_model(
+        self,
+        handle: RunHandle,
+        metrics: dict[str, float],
+        params: dict[str, Any],
+        figures: dict[str, plt.Figure | None],
+        tables: dict[str, pd.DataFrame],
+        texts: dict[str, str],
+    ) -> None:
+        handle.log_metrics(metrics)
+        handle.set_tags({f"best.{k}": v for k, v in params.items()})
+        for path, fig in figures.items():
+            if fig is not None:
+                handle.log_figure(fig, path)
+                plt.close(fig)
+        for path, frame in tables.items():
+            handle.log_table(frame, path)
+        for path, text in texts.items():
+            handle.log_text(text, path)
+        self.tracker.end(handle)
+
+    # ------------------------------------------------------------------------- session
+
+    def finish(
+        self,
+        metrics: dict[str, float],
+        params: dict[str, Any],
+        tables: dict[str, pd.DataFrame],
+        texts: dict[str, str],
+        end: bool = True,
+    ) -> None:
+        s = self.session
+        s.log_metrics(metrics)
+        s.set_tags({k: v for k, v in params.items()})
+        for path, frame in tables.items():
+            s.log_table(frame, path)
+        for path, text in texts.items():
+            s.log_text(text, path)
+        if end:
+            self.tracker.end(s)
+
+    def fail(self, interrupted: bool = False) -> None:
+        self.tracker.end(self.session, "KILLED" if interrupted else "FAILED")
+
+    @property
+    def experiment_id(self) -> str:
+        return self.tracker.experiment_id
+
+    def ui_command(self) -> str:
+        return self.tracker.ui_command()

@@ -1,0 +1,33 @@
+"""Hyperparameter tuning with an equal budget: one seeded Optuna study per model, pruning of
+iterative models, persistent and resumable studies, logged to MLflow, and a final comparison of
+the tuned models on test.
+
+``tune(config)`` (also ``personalize tune EXPERIMENT``) is the entry point. Names are imported
+on first use, so that the typed config (:mod:`personalize.tuning.config`) can be imported by the
+experiment loader without importing the recipe.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SearchDimension": "personalize.tuning.config",
+    "TuningConfig": "personalize.tuning.config",
+    "tune": "personalize.tuning.session",
+    "TuningResult": "personalize.tuning.session",
+    "StudyOutcome": "personalize.tuning.session",
+    "cap_epochs": "personalize.tuning.session",
+    "open_storage": "personalize.tuning.storage",
+    "compare_pruning": "personalize.tuning.compare",
+    "tuned_vs_default": "personalize.tuning.compare",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'personalize.tuning' has no attribute {name!r}")
