@@ -1,0 +1,447 @@
+"""Reports on experiment results: comparison figures and tables for notebooks and benchmarks.
+
+Everything here reads an :class:`~personalize.recipe.ExperimentResult` (its leaderboard, its
+long metric table, its per-user vectors) or the catalogue; nothing is recomputed differently
+from the evaluator. Figures are matplotlib; :func:`log_figures` files them with the experiment's
+MLflow run through :mod:`personalize.tracking`.
+
+Run as a module for the Microsoft Recommenders benchmark table (mean and interval over seeds)::
+
+    python -m personalize.evaluation.report msr experiments/ml100k_msr.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from personalize import columns as C
+from personalize.evaluation.stats import bootstrap_ci, paired_test
+
+if TYPE_CHECKING:
+    from personalize.config import ExperimentConfig
+    from personalize.evaluation.leaderboard import ModelOutcome
+    from personalize.recipe import ExperimentResult
+
+FAMILIES = ("baseline", "collaborative", "content", "hybrid")
+FAMILY_COLOURS = {
+    "baseline": "tab:gray",
+    "collaborative": "tab:blue",
+    "content": "tab:green",
+    "hybrid": "tab:red",
+}
+# Microsoft Recommenders' MovieLens-100K benchmark table, best row (BiVAE): NDCG@10 and MAP
+# (their `map`, divided by |R|: our `map_r@10` in msr mode).
+MSR_PUBLISHED = {"model": "BiVAE (MS Recommenders, published)", "ndcg@10": 0.475, "map_r@10": 0.146}
+
+
+def _colour(family: str) -> str:
+    return FAMILY_COLOURS.get(family, "tab:purple")
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def select_models(config: ExperimentConfig, labels: Iterable[str] | None) -> ExperimentConfig:
+    """A copy of ``config`` with only the models labelled ``labels`` (None: all), in file order."""
+    if labels is None:
+        return config
+    wanted = list(labels)
+    known = [m.label for m in config.models]
+    missing = [label for label in wanted if label not in known]
+    if missing:
+        raise ValueError(f"models {missing} are not in the experiment; it has {known}")
+    return config.model_copy(update={"models": [m for m in config.models if m.label in wanted]})
+
+
+# ------------------------------------------------------------------------ leaderboard
+
+
+def plot_leaderboard(table: pd.DataFrame, metric: str = "ndcg@10", title: str | None = None):
+    """Horizontal bars of ``metric`` with its 95% interval over users, coloured by family."""
+    rows = table.sort_values(metric, ascending=True, kind="stable")
+    fig, ax = plt.subplots(figsize=(7, 0.38 * len(rows) + 1.4))
+    y = np.arange(len(rows))
+    low, high = rows.get(f"{metric} low"), rows.get(f"{metric} high")
+    err = None if low is None else [rows[metric] - low, high - rows[metric]]
+    ax.barh(y, rows[metric], xerr=err, color=[_colour(f) for f in rows["family"]], capsize=3, alpha=0.85)
+    ax.set_yticks(y, rows["model"])
+    ax.set_xlabel(f"{metric.upper()} (test; bars: 95% bootstrap interval over users)")
+    ax.grid(axis="x", alpha=0.3)
+    _family_legend(ax, rows["family"])
+    ax.set_title(title or f"{metric.upper()} by model")
+    fig.tight_layout()
+    return fig
+
+
+def _family_legend(ax, families: Iterable[str]) -> None:
+    from matplotlib.patches import Patch
+
+    present = [f for f in FAMILIES if f in set(families)]
+    ax.legend(handles=[Patch(color=_colour(f), label=f) for f in present], fontsize=8, loc="lower right")
+
+
+def plot_metric_by_family(long: pd.DataFrame, metric: str = "ndcg", slice_name: str = "all"):
+    """``metric``@K against K, one panel per model family, a line (and 95% band) per model."""
+    data = long[(long["slice"] == slice_name) & (long["metric"] == metric)]
+    families = [f for f in FAMILIES if f in set(data["family"])] + sorted(set(data["family"]) - set(FAMILIES))
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.8), sharey=True, squeeze=False)
+    for ax, family in zip(axes[0], families):
+        for model, rows in data[data["family"] == family].groupby("model", sort=False):
+            rows = rows.sort_values("k")
+            (line,) = ax.plot(rows["k"], rows["mean"], marker="o", label=model)
+            ax.fill_between(rows["k"], rows["ci_low"], rows["ci_high"], color=line.get_color(), alpha=0.15)
+        ax.set_title(family)
+        ax.set_xlabel("K")
+        ax.set_xticks(sorted(data["k"].unique()))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    axes[0][0].set_ylabel(f"{metric.upper()}@K ({slice_name} users)")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ paired comparisons
+
+
+def compare_models(
+    result: ExperimentResult, a: str, b: str, metric: str | None = None, part: str = "test"
+) -> dict[str, Any]:
+    """Model ``a`` against ``b`` on the same users: means, 95% intervals, difference and the
+    paired test's p-value (the experiment's ``evaluation.paired_test``)."""
+    ev = result.config.evaluation
+    metric = metric or ev.primary_metric
+    outcomes = {o.label: o for o in result.outcomes}
+    for label in (a, b):
+        if label not in outcomes:
+            raise ValueError(f"no model {label!r} in the result; it has {list(outcomes)}")
+    joined = pd.concat(
+        [
+            outcomes[a].per_user(part)[metric].rename("a"),
+            outcomes[b].per_user(part)[metric].rename("b"),
+        ],
+        axis=1,
+        join="inner",
+    )
+    seed = result.config.seeds[0]
+    out: dict[str, Any] = {"metric": metric, "users": len(joined)}
+    for key, label in (("a", a), ("b", b)):
+        lo, hi = bootstrap_ci(joined[key].to_numpy(), ev.bootstrap_resamples, ev.confidence, seed)
+        out.update(
+            {key: label, f"{key} mean": float(joined[key].mean()), f"{key} low": lo, f"{key} high": hi}
+        )
+    diff = (joined["a"] - joined["b"]).to_numpy()
+    lo, hi = bootstrap_ci(diff, ev.bootstrap_resamples, ev.confidence, seed)
+    out.update(
+        {
+            "difference": float(diff.mean()),
+            "difference low": lo,
+            "difference high": hi,
+            "p": paired_test(joined["a"].to_numpy(), joined["b"].to_numpy(), ev.paired_test, seed),
+            "test": ev.paired_test,
+        }
+    )
+    return out
+
+
+def hybrid_vs_parts(
+    result: ExperimentResult, hybrid: str, parts: Sequence[str], metric: str | None = None
+) -> pd.DataFrame:
+    """One row per part: the hybrid against that part (see :func:`compare_models`)."""
+    rows = [compare_models(result, hybrid, part, metric) for part in parts]
+    return pd.DataFrame(rows).rename(columns={"a": "hybrid", "b": "part"})
+
+
+# --------------------------------------------------------------------------- cold users
+
+
+def warm_cold_table(long: pd.DataFrame, metric: str = "ndcg", k: int = 10) -> pd.DataFrame:
+    """Per model: ``metric``@k in the warm and cold slices with intervals and user counts
+    (empty when the split has no cold test users)."""
+    data = long[(long["metric"] == metric) & (long["k"] == k) & long["slice"].isin(["warm", "cold"])]
+    if data.empty:
+        return pd.DataFrame()
+    wide = data.pivot_table(
+        index=["model", "family"], columns="slice", values=["mean", "ci_low", "ci_high", "users"]
+    )
+    out = pd.DataFrame(index=wide.index)
+    for s in ("warm", "cold"):
+        out[f"{s}"] = wide[("mean", s)]
+        out[f"{s} low"] = wide[("ci_low", s)]
+        out[f"{s} high"] = wide[("ci_high", s)]
+        out[f"{s} users"] = wide[("users", s)].astype(int)
+    order = long.drop_duplicates("model")["model"].tolist()
+    return (
+        out.reset_index().set_index("model").loc[lambda f: [m for m in order if m in f.index]].reset_index()
+    )
+
+
+def plot_warm_cold(long: pd.DataFrame, metric: str = "ndcg", k: int = 10, title: str | None = None):
+    """Grouped bars: ``metric``@k of every model for warm and cold test users, with intervals."""
+    table = warm_cold_table(long, metric, k)
+    if table.empty:
+        raise ValueError("this result has no cold test users (use a split like global_temporal)")
+    fig, ax = plt.subplots(figsize=(max(7, 0.7 * len(table) + 2), 4))
+    x = np.arange(len(table))
+    width = 0.4
+    for offset, s, hatch in ((-width / 2, "warm", ""), (width / 2, "cold", "//")):
+        err = [table[s] - table[f"{s} low"], table[f"{s} high"] - table[s]]
+        ax.bar(
+            x + offset,
+            table[s],
+            width,
+            yerr=err,
+            capsize=2,
+            color=[_colour(f) for f in table["family"]],
+            hatch=hatch,
+            edgecolor="black",
+            linewidth=0.4,
+            label=f"{s} ({int(table[f'{s} users'].iloc[0])} users)",
+        )
+    ax.set_xticks(x, table["model"], rotation=35, ha="right")
+    ax.set_ylabel(f"{metric.upper()}@{k}")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title or f"Warm vs cold test users ({metric.upper()}@{k}; 95% intervals)")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- beyond accuracy
+
+
+def plot_tradeoffs(table: pd.DataFrame, metric: str = "ndcg@10"):
+    """Accuracy against coverage, novelty and popularity bias (ARP), one point per model."""
+    k = metric.split("@")[1]
+    panels = [
+        (f"coverage@{k}", "catalogue coverage (share of items recommended)"),
+        (f"novelty@{k}", "novelty (bits; higher = less popular items)"),
+        (f"popularity@{k}", "popularity bias (mean train count of recommended items)"),
+    ]
+    panels = [(col, label) for col, label in panels if col in table.columns]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (col, label) in zip(axes[0], panels):
+        for _, row in table.iterrows():
+            ax.scatter(row[col], row[metric], color=_colour(row["family"]), s=40)
+            ax.annotate(
+                row["model"], (row[col], row[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric.upper())
+        ax.grid(alpha=0.3)
+    _family_legend(axes[0][0], table["family"])
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------- more like this
+
+
+def find_items(items: pd.DataFrame, titles: Iterable[str]) -> list[Any]:
+    """Item IDs for titles: an exact (case-insensitive) title match first, else the first
+    catalogue item whose title contains the text. A title not found is a clear error."""
+    names = items[C.TITLE].astype("string").str.lower().fillna("")
+    out = []
+    for title in titles:
+        key = title.lower()
+        exact = np.flatnonzero((names == key).to_numpy())
+        hits = exact if len(exact) else np.flatnonzero(names.str.contains(key, regex=False).to_numpy())
+        if not len(hits):
+            raise ValueError(f"no catalogue item has a title like {title!r}")
+        out.append(items[C.ITEM].iloc[hits[0]])
+    return out
+
+
+def more_like_this(
+    items: pd.DataFrame, titles: Iterable[str], vectors: str = "dense", k: int = 5
+) -> pd.DataFrame:
+    """ "More like this" for films by title: their ``k`` nearest items by content (FAISS over
+    :func:`personalize.features.items.item_vectors`), with titles, years, genres, similarity."""
+    from personalize.features.index import VectorIndex
+    from personalize.features.items import item_vectors
+
+    catalogue = items.reset_index(drop=True)
+    index = VectorIndex(item_vectors(catalogue, vectors), catalogue[C.ITEM])
+    ids = find_items(catalogue, titles)
+    table = index.similar_items(ids, k)
+    info = catalogue.set_index(C.ITEM)
+    label = {i: _label(info.loc[i]) for i in set(table["item_id"]) | set(table["similar_item_id"])}
+    return pd.DataFrame(
+        {
+            "query": table["item_id"].map(label),
+            "rank": table["rank"],
+            "similar": table["similar_item_id"].map(label),
+            "genres": table["similar_item_id"].map(
+                lambda i: (
+                    ", ".join(map(str, info.loc[i, C.GENRES]))
+                    if isinstance(info.loc[i, C.GENRES], (list, tuple, np.ndarray))
+                    else ""
+                )
+            ),
+            "similarity": table["similarity"],
+            C.ITEM: table["similar_item_id"],
+        }
+    )
+
+
+def _label(row: pd.Series) -> str:
+    title = row.get(C.TITLE)
+    year = row.get(C.YEAR)
+    text = str(title) if isinstance(title, str) else "(untitled)"
+    return f"{text} ({int(year)})" if year is not None and not pd.isna(year) else text
+
+
+def plot_more_like_this(table: pd.DataFrame, title: str | None = None):
+    """One panel per query film: its nearest items by content similarity."""
+    queries = list(dict.fromkeys(table["query"]))
+    cols = min(2, len(queries))
+    rows_n = int(np.ceil(len(queries) / cols))
+    k = int(table["rank"].max())
+    fig, axes = plt.subplots(
+        rows_n, cols, figsize=(6.5 * cols, 0.45 * k * rows_n + 1.2 * rows_n), squeeze=False
+    )
+    for ax, query in zip(axes.ravel(), queries):
+        sub = table[table["query"] == query].sort_values("rank", ascending=False)
+        ax.barh(np.arange(len(sub)), sub["similarity"], color="tab:green", alpha=0.8)
+        ax.set_yticks(np.arange(len(sub)), sub["similar"], fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_title(f"more like {query}", fontsize=9)
+        ax.set_xlabel("cosine similarity")
+    for ax in axes.ravel()[len(queries) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------- over seeds
+
+
+def seed_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t interval over independent runs (e.g. split seeds):
+    mean -/+ t_{(1+c)/2, n-1} * s / sqrt(n), s the sample standard deviation. One run: (x, nan, nan)."""
+    x = np.asarray(values, dtype=np.float64)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def seed_summary(
+    outcomes: Sequence[ModelOutcome], metrics: Sequence[str], confidence: float = 0.95
+) -> pd.DataFrame:
+    """Per model: each metric's mean over seeds with a t-interval over seeds (see
+    :func:`seed_interval`), sorted by the first metric."""
+    rows = []
+    for o in outcomes:
+        row: dict[str, Any] = {"model": o.label, "family": o.family, "seeds": len(o.seeds)}
+        for m in metrics:
+            mean, lo, hi = seed_interval([s.test.metric(m) for s in o.seeds], confidence)
+            row.update({m: mean, f"{m} low": lo, f"{m} high": hi})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(metrics[0], ascending=False, kind="stable").reset_index(drop=True)
+
+
+def seed_spread(outcomes: Sequence[ModelOutcome], metrics: Sequence[str]) -> pd.DataFrame:
+    """Per model: each metric's mean and sample standard deviation over seeds (std is NaN with
+    one seed), sorted by the first metric's mean."""
+    rows = []
+    for o in outcomes:
+        row: dict[str, Any] = {"model": o.label, "family": o.family, "seeds": len(o.seeds)}
+        for m in metrics:
+            x = np.array([s.test.metric(m) for s in o.seeds], dtype=np.float64)
+            row[f"{m} mean"] = float(x.mean())
+            row[f"{m} std"] = float(x.std(ddof=1)) if len(x) > 1 else float("nan")
+        rows.append(row)
+    first = f"{metrics[0]} mean"
+    return pd.DataFrame(rows).sort_values(first, ascending=False, kind="stable").reset_index(drop=True)
+
+
+def msr_table(result: ExperimentResult) -> pd.DataFrame:
+    """The benchmark table: NDCG@10 and MAP (``map_r@10``) mean and 95% interval over split
+    seeds, the published best row beside it, and whether each model beats it on both."""
+    table = seed_summary(result.outcomes, ["ndcg@10", "map_r@10"], result.config.evaluation.confidence)
+    beats = (table["ndcg@10"] > MSR_PUBLISHED["ndcg@10"]) & (table["map_r@10"] > MSR_PUBLISHED["map_r@10"])
+    table["beats published best"] = np.where(beats, "yes", "no")
+    table["seeds"] = table["seeds"].astype(str)
+    published = pd.DataFrame(
+        [{**MSR_PUBLISHED, "family": "reference", "seeds": "-", "beats published best": "-"}]
+    )
+    return pd.concat([table, published], ignore_index=True)
+
+
+def format_intervals(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """'mean [low, high]' cells for every column that has ' low' / ' high' companions."""
+    out = pd.DataFrame()
+    for col in table.columns:
+        if col.endswith(" low") or col.endswith(" high"):
+            continue
+        if f"{col} low" in table.columns:
+            out[col] = [
+                f"{m:.{digits}f}" if pd.isna(lo) else f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+                for m, lo, hi in zip(table[col], table[f"{col} low"], table[f"{col} high"])
+            ]
+        elif col == "p":
+            out[col] = [f"{p:.2g}" for p in table[col]]
+        elif pd.api.types.is_float_dtype(table[col]):
+            out[col] = [f"{v:.{digits}f}" for v in table[col]]
+        else:
+            out[col] = table[col]
+    return out
+
+
+# -------------------------------------------------------------------------- tracking
+
+
+def log_figures(
+    result: ExperimentResult, figures: dict[str, Any], tables: dict[str, pd.DataFrame] | None = None
+) -> None:
+    """Log figures (``{'plots/name.png': fig}``) and tables (``{'report/name.csv': frame}``) to
+    the experiment's parent MLflow run; a result run without tracking is left alone."""
+    if result.parent_run_id is None:
+        return
+    from personalize.tracking.store import RunHandle, Tracker
+
+    tracker = Tracker(result.config.tracking.experiment or result.config.name, result.tracking_uri)
+    handle = RunHandle(tracker.client, result.parent_run_id, result.experiment_id, result.config.name)
+    for path, fig in figures.items():
+        handle.log_figure(fig, path)
+    for path, frame in (tables or {}).items():
+        handle.log_table(frame, path)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``msr EXPERIMENT [--set KEY=VALUE ...] [--no-track]``: run the benchmark experiment and print
+    the table of means and intervals over seeds against the published best row."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2 or args[0] != "msr":
+        print(
+            "usage: python -m personalize.evaluation.report msr EXPERIMENT [--set KEY=VALUE ...] [--no-track]"
+        )
+        return 2
+    from personalize.recipe import run_experiment
+
+    path = Path(args[1])
+    overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set" and i + 1 < len(args)]
+    result = run_experiment(path, overrides, track="--no-track" not in args)
+    table = msr_table(result)
+    print(f"\n{result.config.name}: mean [95% t-interval over {len(result.config.seeds)} split seeds]")
+    print(format_intervals(table).to_markdown(index=False))
+    log_figures(result, {}, {"report/msr_table.csv": table, "report/msr_table.md": format_intervals(table)})
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

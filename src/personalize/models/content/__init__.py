@@ -1,0 +1,1 @@
+"""Content-based recommenders: users described by the content of the items they chose."""

@@ -1,0 +1,354 @@
+"""Hybrid by fusion: a weighted blend of two or more fitted models' scores.
+
+The fusion model holds fitted component models (created through the registry); it does not
+subclass them. For user u and item i, with component scores s_c(u, i) and weights w_c:
+
+- ``minmax``: score = sum_c w_c * (s_c(u, i) - min_u,c) / (max_u,c - min_u,c), where the min and
+  max are taken per user over the items u has not seen in training (the candidates; a constant
+  row normalises to 0);
+- ``rrf`` (reciprocal-rank fusion): score = sum_c w_c / (rrf_k + rank_c(u, i)), rank 1-based
+  among the candidates (seen items contribute 0), ties by item index.
+
+An item a component with positive weight cannot recommend (score ``-inf``) stays ``-inf``. When
+one weight is 1 and the others 0, the fusion returns that component's scores unchanged, so the
+blend can never do worse on validation than either component: the weights are chosen on the
+validation part from a grid that includes 0 and 1 (for more than two components, every weight
+vector on the simplex whose entries are grid values).
+
+Cold users: a user is answered by the blend when at least one component answers them itself
+(a component that handles cold users, e.g. ``recent_popularity``); the other components then
+contribute their own fallback (training popularity). A user no component answers itself
+(cold or unknown) gets the popularity fallback, as for any model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field, field_validator, model_validator
+
+from personalize.data.config import StrictModel
+from personalize.data.matrix import InteractionData
+from personalize.errors import ConfigError
+from personalize.evaluation.monitor import ValidationMonitor
+from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
+from personalize.models.registry import create_model, get_model_class
+
+_DEFAULT_GRID = [round(0.1 * i, 1) for i in range(11)]
+_CACHE_BYTES = 1 << 30  # component scores kept in memory during the weight search, at most
+
+
+class ComponentSpec(StrictModel):
+    """One component of a fusion: a registered model type, its params and an optional grid."""
+
+    type: str = Field(description="Registered model type (see `personalize models`).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Overrides of the model's config.")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="{param: [values]}: every combination is fitted and the best on validation kept.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ComponentSpec:
+        try:
+            cls = get_model_class(self.type)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"component {self.type}: grid.{key} must be a non-empty list")
+        for params in self.combinations():
+            cls.Config.model_validate(params)
+        return self
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """``params`` merged with every point of ``grid``."""
+        points: list[dict[str, Any]] = [{}]
+        for key, values in self.grid.items():
+            points = [{**p, key: v} for p in points for v in values]
+        return [{**self.params, **p} for p in points]
+
+
+class FusionConfig(ModelConfig):
+    components: list[ComponentSpec] = Field(
+        min_length=2, description="Models to blend: [{type, params, grid}, ...] (two or more)."
+    )
+    method: Literal["minmax", "rrf"] = Field(
+        default="minmax",
+        description="minmax: per-user min-max normalised weighted sum; rrf: weighted reciprocal-rank fusion.",
+    )
+    weight_grid: list[float] = Field(
+        default_factory=lambda: list(_DEFAULT_GRID),
+        description="Candidate weights per component, searched on validation; must include 0 and 1.",
+    )
+    weights: list[float] | None = Field(
+        default=None,
+        description="Fixed weights, one per component (null: chosen on validation from weight_grid).",
+    )
+    rrf_k: float = Field(default=60.0, gt=0, description="rrf: the constant k in 1 / (k + rank).")
+
+    @field_validator("weight_grid")
+    @classmethod
+    def _grid(cls, grid: list[float]) -> list[float]:
+        if any(not 0 <= w <= 1 for w in grid):
+            raise ValueError(f"weight_grid values must be in [0, 1], got {grid}")
+        if 0 not in grid or 1 not in grid:
+            raise ValueError(f"weight_grid must include 0 and 1 (each component alone), got {grid}")
+        return sorted(set(grid))
+
+    @model_validator(mode="after")
+    def _weights(self) -> FusionConfig:
+        if self.weights is not None:
+            if len(self.weights) != len(self.components):
+                raise ValueError(
+                    f"weights has {len(self.weights)} values for {len(self.components)} components"
+                )
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError(f"weights must be >= 0 with a positive sum, got {self.weights}")
+        return self
+
+
+def weight_candidates(grid: list[float], n: int) -> list[tuple[float, ...]]:
+    """Every weight vector of ``n`` grid values summing to 1 (first component's weight ascending
+    for two components), one-hot vectors included."""
+    out = []
+    values = sorted(set(grid))
+    for head in itertools.product(values, repeat=n - 1):
+        last = 1.0 - sum(head)
+        match = [v for v in values if abs(v - last) < 1e-9]
+        if match:
+            out.append((*head, match[0]))
+    return out
+
+
+class Fusion(Recommender):
+    """Hybrid by fusion: a weighted blend of fitted models, weights chosen on validation.
+
+    Per-user min-max score fusion or reciprocal-rank fusion of ``components`` (see the module doc
+    for the formulas and for cold users)."""
+
+    name = "fusion"
+    family = "hybrid"
+    Config = FusionConfig
+    uses_validation = True
+
+    @classmethod
+    def is_stochastic(cls, params: dict[str, Any]) -> bool:
+        """Stochastic when one of its components is (a blend of EASE and content runs once)."""
+        config = cls.Config.model_validate(params)
+        return any(get_model_class(spec.type).is_stochastic(spec.params) for spec in config.components)
+
+    # ------------------------------------------------------------------------ fitting
+
+    def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
+        c = self.config
+        searching = c.weights is None or any(spec.grid for spec in c.components)
+        if searching and not isinstance(monitor, ValidationMonitor):
+            raise ConfigError(
+                "fusion: weights (and component grids) are chosen on validation, so fit needs a "
+                "ValidationMonitor (the recipe passes one); or set params.weights and drop the grids"
+            )
+        self.components_: list[Recommender] = []
+        self.component_histories_: list[list[dict]] = []
+        self.component_search_: list[list[dict[str, Any]]] = []
+        for spec in c.components:
+            rows: list[dict[str, Any]] = []
+            best: tuple[float, Recommender, list[dict]] | None = None
+            for params in spec.combinations():
+                model, history = self._fit_component(spec.type, params, data, monitor)
+                value = monitor.evaluate(model) if spec.grid else 0.0
+                if spec.grid:
+                    rows.append({**{k: params[k] for k in spec.grid}, f"valid_{monitor.metric}": value})
+                if best is None or value > best[0]:
+                    best = (value, model, history)
+            assert best is not None
+            self.components_.append(best[1])
+            self.component_histories_.append(best[2])
+            self.component_search_.append(rows)
+        self.search_: list[dict[str, Any]] = []
+        if c.weights is not None:
+            self.weights_ = np.asarray(c.weights, dtype=np.float64)
+            return
+        assert isinstance(monitor, ValidationMonitor)
+        self._cache = self._new_cache(len(monitor.target.users))
+        best: tuple[float, np.ndarray] | None = None
+        try:
+            for candidate in weight_candidates(c.weight_grid, len(self.components_)):
+                self.weights_ = np.asarray(candidate, dtype=np.float64)
+                value = monitor.evaluate(self)
+                self.search_.append({"weights": list(candidate), f"valid_{monitor.metric}": value})
+                if best is None or value > best[0]:
+                    best = (value, self.weights_)
+        finally:
+            self._cache = None
+        assert best is not None
+        self.weights_ = best[1]
+
+    def _fit_component(
+        self, model_type: str, params: dict[str, Any], data: InteractionData, monitor: EpochMonitor | None
+    ) -> tuple[Recommender, list[dict]]:
+        """Fit one component; an iterative one gets its own copy of the validation monitor."""
+        model = create_model(model_type, params, self.seed)
+        sub_monitor = None
+        if isinstance(monitor, ValidationMonitor) and (model.iterative or model.uses_validation):
+            sub_monitor = dataclasses.replace(
+                monitor,
+                history=[],
+                best_value=float("-inf"),
+                best_epoch=None,
+                on_epoch=None,
+                on_report=None,
+            )
+        model.fit(data, sub_monitor)
+        return model, list(sub_monitor.history) if sub_monitor else []
+
+    def _new_cache(self, n_users: int) -> dict | None:
+        size = n_users * self.n_items * len(self.components_) * 4
+        return {} if size <= _CACHE_BYTES else None
+
+    def selected_config(self) -> FusionConfig:
+        """Components' selected configs (e.g. best epochs) and the chosen weights: a refit on
+        more data reproduces the choice without searching again."""
+        return self.config.model_copy(
+            update={
+                "components": [
+                    ComponentSpec(type=spec.type, params=model.selected_config().model_dump(mode="json"))
+                    for spec, model in zip(self.config.components, self.components_)
+                ],
+                "weights": [float(w) for w in self.weights_],
+            }
+        )
+
+    # ------------------------------------------------------------------------ scoring
+
+    def personalised(self, users: np.ndarray) -> np.ndarray:
+        """True where at least one component answers the user itself."""
+        users = np.asarray(users, dtype=np.int64)
+        out = np.zeros(len(users), dtype=bool)
+        for model in self.components_:
+            out |= model.personalised(users)
+        return out
+
+    def _single(self) -> int | None:
+        """The component whose weight is 1 while the others are 0, if any."""
+        positive = np.flatnonzero(self.weights_ > 0)
+        return int(positive[0]) if len(positive) == 1 else None
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        single = self._single()
+        if single is not None:
+            return self.components_[single].score(users)
+        parts = self._parts(users)
+        out = np.zeros((len(users), self.n_items), dtype=np.float64)
+        veto = np.zeros((len(users), self.n_items), dtype=bool)
+        for weight, part in zip(self.weights_, parts):
+            if weight <= 0:
+                continue
+            finite = np.isfinite(part)
+            veto |= ~finite
+            out += weight * np.where(finite, part, 0.0)
+        out[veto] = -np.inf
+        return out.astype(np.float32)
+
+    def _parts(self, users: np.ndarray) -> list[np.ndarray]:
+        """Each component's normalised scores (minmax) or reciprocal ranks (rrf) for ``users``."""
+        cache = getattr(self, "_cache", None)
+        key = users.tobytes()
+        if cache is not None and key in cache:
+            return cache[key]
+        seen = self.seen_[users]
+        parts = [
+            transform(model.score(users), seen, self.config.method, self.config.rrf_k)
+            for model in self.components_
+        ]
+        if cache is not None:
+            cache[key] = parts
+        return parts
+
+    # -------------------------------------------------------------------- persistence
+
+    def export_spec(self) -> ScorerSpec:
+        return ScorerSpec(
+            "blend",
+            params={
+                "method": self.config.method,
+                "weights": [float(w) for w in self.weights_],
+                "rrf_k": self.config.rrf_k,
+                "candidates": "unseen",  # min / max and ranks over the user's unseen items
+                "single_part_raw": True,  # one-hot weights: that part's scores, unnormalised
+            },
+            parts=[model.export_spec() for model in self.components_],
+        )
+
+    def _state(self) -> dict[str, np.ndarray | sp.spmatrix]:
+        state: dict[str, Any] = {"fusion_weights": self.weights_}
+        meta = [
+            {
+                "type": spec.type,
+                "config": m.config.model_dump(mode="json"),
+                "best_epoch": m.best_epoch_,
+                "epochs_run": m.epochs_run_,
+            }
+            for spec, m in zip(self.config.components, self.components_)
+        ]
+        state["components_meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        for i, model in enumerate(self.components_):
+            for key, value in model._state().items():
+                state[f"c{i}__{key}"] = value
+        return state
+
+    def _set_state(self, state) -> None:
+        self.weights_ = np.asarray(state["fusion_weights"], dtype=np.float64)
+        meta = json.loads(bytes(np.asarray(state["components_meta"], dtype=np.uint8)).decode())
+        self.components_ = []
+        self.component_histories_ = [[] for _ in meta]
+        self.component_search_ = [[] for _ in meta]
+        self.search_ = []
+        for i, part in enumerate(meta):
+            model = create_model(part["type"], part["config"], self.seed)
+            model.index_, model.seen_, model.popularity_ = self.index_, self.seen_, self.popularity_
+            model.user_history_ = self.user_history_
+            model.best_epoch_ = meta[i]["best_epoch"]
+            model.epochs_run_ = meta[i]["epochs_run"]
+            prefix = f"c{i}__"
+            model._set_state({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+            self.components_.append(model)
+
+
+def transform(scores: np.ndarray, seen: sp.csr_matrix, method: str, rrf_k: float = 60.0) -> np.ndarray:
+    """One component's scores (users x items) made comparable across components.
+
+    Candidates are the finite scores of items the user has not seen. ``minmax``:
+    (s - min) / (max - min) over the candidates (0 for a constant row; seen items are mapped by
+    the same formula); ``rrf``: 1 / (rrf_k + rank) with rank 1-based among the candidates by
+    descending score, ties by item index, and 0 for seen items. ``-inf`` stays ``-inf``.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(s)
+    seen_mask = np.zeros(s.shape, dtype=bool)
+    if seen.nnz:
+        rows, cols = seen.nonzero()
+        seen_mask[rows, cols] = True
+    candidate = finite & ~seen_mask
+    if method == "minmax":
+        masked_lo = np.where(candidate, s, np.inf).min(axis=1, initial=np.inf)
+        masked_hi = np.where(candidate, s, -np.inf).max(axis=1, initial=-np.inf)
+        has = candidate.any(axis=1)
+        lo = np.where(has, masked_lo, 0.0)[:, None]
+        span = np.where(has, masked_hi - np.where(has, masked_lo, 0.0), 0.0)[:, None]
+        out = np.divide(s - lo, span, out=np.zeros_like(s), where=(span > 0) & finite)
+    elif method == "rrf":
+        ranked = np.where(candidate, s, -np.inf)
+        order = np.argsort(-ranked, axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(1, s.shape[1] + 1)[None, :], axis=1)
+        out = np.where(candidate, 1.0 / (rrf_k + ranks), 0.0)
+    else:
+        raise ValueError(f"unknown fusion method {method!r}; choose minmax or rrf")
+    out[~finite] = -np.inf
+    return out
