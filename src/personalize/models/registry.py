@@ -15,6 +15,17 @@ _MODELS: dict[str, str] = {
     "ease": "personalize.models.collaborative.ease:EASE",
     "als": "personalize.models.collaborative.als:ALS",
     "bpr": "personalize.models.collaborative.bpr:BPR",
+    "neumf": "personalize.models.neural.neumf:NeuMF",
+    "two_tower": "personalize.models.hybrid.two_tower:TwoTower",
+    "recbole_pop": "personalize.models.peers.recbole_models:RecBolePop",
+    "recbole_itemknn": "personalize.models.peers.recbole_models:RecBoleItemKNN",
+    "recbole_ease": "personalize.models.peers.recbole_models:RecBoleEASE",
+    "recbole_bpr": "personalize.models.peers.recbole_models:RecBoleBPR",
+    "recbole_neumf": "personalize.models.peers.recbole_models:RecBoleNeuMF",
+    "recbole_lightgcn": "personalize.models.peers.recbole_models:RecBoleLightGCN",
+    "recbole_multivae": "personalize.models.peers.recbole_models:RecBoleMultiVAE",
+    "content": "personalize.models.content.profile:ContentBased",
+    "fusion": "personalize.models.hybrid.fusion:Fusion",
 }
 
 

@@ -1,0 +1,180 @@
+"""Shared PyTorch training utilities: seeding, thread pinning, negative sampling, and the epoch
+loop every neural model runs (per-epoch report to the :class:`EpochMonitor`, best epoch kept,
+early stopping, progress bar).
+
+Conventions (the same for every torch model here):
+
+- Determinism on CPU: fitting runs inside :func:`seeded` (``torch.random.fork_rng`` plus
+  ``torch.manual_seed(seed)``), so weight initialisation and dropout draw from a stream fixed by
+  the model's seed and the caller's global RNG state is left untouched; batch order and negative
+  samples come from ``numpy.random.default_rng([seed, epoch])``. With the same thread count the
+  same seed gives the same weights.
+- Threads: ``num_threads`` in the config (default 1) is applied for the duration of the fit and
+  restored afterwards.
+- The reported training loss of an epoch is the mean of the per-batch losses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from personalize.data.matrix import InteractionData
+from personalize.models.base import EpochMonitor, ModelConfig, Recommender
+
+
+class TorchConfig(ModelConfig):
+    """Settings shared by the torch models (each model adds its own)."""
+
+    epochs: int = Field(default=30, ge=1, description="Maximum epochs; the best is kept under validation.")
+    batch_size: int = Field(default=1024, ge=1, description="Training examples per step.")
+    learning_rate: float = Field(default=0.002, gt=0, description="Adam step size.")
+    num_threads: int = Field(
+        default=1, ge=1, description="torch CPU threads while fitting (results depend on the count)."
+    )
+    progress: bool = Field(
+        default=True, description="Show a tqdm bar over epochs (only on a terminal; never in logs)."
+    )
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global generator inside a forked RNG state (restored on exit)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The NumPy generator of one epoch (batch order, negatives, ID dropout)."""
+    return np.random.default_rng([int(seed), int(epoch)])
+
+
+def state_to_numpy(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    """A module's ``state_dict`` as NumPy arrays (copies)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def state_from_numpy(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+
+class NegativeSampler:
+    """Uniform negatives: items the user has not interacted with in the training data.
+
+    Draws uniformly from the catalogue and redraws the (user, item) pairs that are positives
+    (membership by binary search on sorted ``user * n_items + item`` keys); after ``rounds``
+    redraws the few remaining collisions are kept (users who have seen almost everything).
+    """
+
+    def __init__(self, matrix: sp.csr_matrix, rounds: int = 10):
+        coo = matrix.tocoo()
+        self.n_items = matrix.shape[1]
+        self.keys = np.sort(coo.row.astype(np.int64) * self.n_items + coo.col.astype(np.int64))
+        self.rounds = rounds
+
+    def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        if len(self.keys) == 0:
+            return np.zeros(len(users), dtype=bool)
+        query = users.astype(np.int64) * self.n_items + items
+        pos = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
+        return self.keys[pos] == query
+
+    def sample(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One negative item per entry of ``users``."""
+        items = rng.integers(0, self.n_items, size=len(users))
+        for _ in range(self.rounds):
+            bad = np.flatnonzero(self.is_positive(users, items))
+            if len(bad) == 0:
+                break
+            items[bad] = rng.integers(0, self.n_items, size=len(bad))
+        return items
+
+
+class TorchRecommender(Recommender):
+    """Base of the torch models: the epoch loop around ``_train_epoch``.
+
+    Subclasses implement ``_build(data)`` (create ``self.net_`` and state used in training),
+    ``_train_epoch(data, epoch, rng) -> mean loss`` and ``_score``; the loop reports every
+    epoch to the monitor, keeps the best epoch's ``state_dict``, stops when told and restores
+    the best weights. ``selected_config()`` returns the config with ``epochs`` = best epoch.
+    """
+
+    stochastic = True
+    iterative = True
+    family: ClassVar[str] = "neural"
+
+    def _build(self, data: InteractionData) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _invalidate(self) -> None:
+        """Drop anything cached from the weights (called after every epoch)."""
+
+    def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
+        cfg: Any = self.config
+        self.epoch_seconds_: list[float] = []
+        with torch_threads(cfg.num_threads), seeded(self.seed):
+            self._build(data)
+            best_state: dict[str, torch.Tensor] | None = None
+            bar = tqdm(
+                range(1, cfg.epochs + 1),
+                desc=self.name,
+                unit="epoch",
+                disable=None if cfg.progress else True,  # None: tqdm shows it on a terminal only
+                leave=False,
+            )
+            t0 = time.perf_counter()
+            for epoch in bar:
+                self.net_.train()
+                loss = self._train_epoch(data, epoch, epoch_rng(self.seed, epoch))
+                self.net_.eval()
+                self._invalidate()
+                self.epochs_run_ = epoch
+                self.epoch_seconds_.append(time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if monitor is None:
+                    continue
+                report = monitor(self, epoch, loss)
+                if report.improved:
+                    best_state = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
+                    self.best_epoch_ = epoch
+                if report.stop:
+                    break
+            bar.close()
+            if best_state is not None:
+                self.net_.load_state_dict(best_state)
+            else:
+                self.best_epoch_ = self.epochs_run_
+            self.net_.eval()
+            self._invalidate()
+            self._finish(data)
+
+    def _finish(self, data: InteractionData) -> None:
+        """Hook after training (e.g. precompute serving arrays)."""
+
+    def selected_config(self) -> ModelConfig:
+        if self.best_epoch_ is None:
+            return self.config
+        return self.config.model_copy(update={"epochs": self.best_epoch_})
