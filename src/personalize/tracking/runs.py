@@ -84,10 +84,12 @@ class SeedRun:
 class ExperimentLogger:
     """Creates and fills the runs of one experiment as the recipe goes."""
 
-    def __init__(self, config, dataset, prepared: dict):
+    def __init__(self, config, dataset, prepared: dict, parent: RunHandle | None = None):
         self.config = config
         self.tracker = Tracker(config.tracking.experiment or config.name, config.tracking.uri)
-        self.parent = self.tracker.start(config.name, "experiment", tags={"description": config.description})
+        self.parent = self.tracker.start(
+            config.name, "experiment", parent=parent, tags={"description": config.description}
+        )
         self._model_runs: dict[str, RunHandle] = {}
         self._log_start(dataset, prepared)
 

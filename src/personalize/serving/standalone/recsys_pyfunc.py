@@ -1,0 +1,95 @@
+"""The MLflow model of an exported recommender (a model from code).
+
+MLflow runs this file when the model is logged and when it is loaded; ``recsys_scorer`` is shipped
+beside it (``code_paths``) and the fitted state as the artifact ``state``. Nothing here needs the
+code that trained the model.
+
+Request: a list of rows ``{"user_id": ..., "k": optional int, "exclude_items": optional list}``
+and optionally ``params = {"k": int}`` (the k of rows that give none). IDs have the type the
+training data gave them (integers or strings; the model config ``user_id_type`` /
+``item_id_type`` set at export). Unknown fields, a missing ``user_id`` or a value of the wrong type
+are rejected by the signature (validated against :class:`RecommendationRequest`), a k out of range
+by the scorer; both answer HTTP 400 when served. Response: one row per recommendation
+``{"user_id", "item_id", "rank", "score", "personalised"}``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlflow
+import pydantic
+import recsys_scorer
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+
+_ID_TYPES = {"int": int, "str": str}
+_config = mlflow.models.ModelConfig(development_config={"user_id_type": "int", "item_id_type": "int"})
+UserId = _ID_TYPES[_config.get("user_id_type")]
+ItemId = _ID_TYPES[_config.get("item_id_type")]
+
+
+class RecommendationRequest(pydantic.BaseModel):
+    """One request row."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    user_id: UserId
+    k: int | None = None
+    exclude_items: list[ItemId] | None = None
+
+    @pydantic.field_validator("k", "exclude_items", mode="before")
+    @classmethod
+    def _missing_is_none(cls, value: Any) -> Any:
+        """A DataFrame turns a missing value into NaN (and k into a float column)."""
+        if isinstance(value, float):
+            if math.isnan(value):
+                return None
+            if value.is_integer():
+                return int(value)
+        return value
+
+
+class Recommendation(pydantic.BaseModel):
+    """One recommended item; ``personalised`` is false where the popularity fallback answered."""
+
+    user_id: UserId
+    item_id: ItemId
+    rank: int
+    score: float
+    personalised: bool
+
+
+class TopKRecommender(PythonModel):
+    """Top-K recommendations from the state shipped with the model."""
+
+    def load_context(self, context) -> None:
+        self.scorer = recsys_scorer.TopKScorer.load(context.artifacts["state"])
+
+    def predict(
+        self,
+        context,
+        model_input: list[RecommendationRequest],
+        params: dict[str, Any] | None = None,
+    ) -> list[Recommendation]:
+        default_k = (params or {}).get("k")
+        ks = [row.k if row.k is not None else default_k for row in model_input]
+        try:
+            columns = self.scorer.recommend_columns(
+                [row.user_id for row in model_input],
+                k=ks,
+                exclude_items=[row.exclude_items for row in model_input],
+            )
+        except recsys_scorer.RequestError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        return [
+            Recommendation.model_construct(
+                user_id=user, item_id=item, rank=rank, score=score, personalised=personal
+            )
+            for user, item, rank, score, personal in zip(*(c.tolist() for c in columns))
+        ]
+
+
+mlflow.models.set_model(TopKRecommender())
