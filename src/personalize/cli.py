@@ -28,6 +28,14 @@ OverrideOpt = Annotated[
 ]
 
 
+TrackingUriOpt = Annotated[
+    str | None,
+    typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)."),
+]
+NoTrackOpt = Annotated[bool, typer.Option("--no-track", help="Run without logging to MLflow.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
@@ -39,14 +47,9 @@ def run(
         Path, typer.Argument(metavar="EXPERIMENT", help="Experiment YAML file (see experiments/).")
     ],
     overrides: OverrideOpt = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)."
-        ),
-    ] = None,
-    no_track: Annotated[bool, typer.Option("--no-track", help="Run without logging to MLflow.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    tracking_uri: TrackingUriOpt = None,
+    no_track: NoTrackOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Ingest, split, fit every model, evaluate, log to MLflow and print the leaderboard."""
     from personalize.recipe import run_experiment
@@ -127,6 +130,147 @@ def ui(
         str(mlflow),
         [str(mlflow), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)],
     )
+
+
+@app.command()
+def tune(
+    experiment: Annotated[
+        Path,
+        typer.Argument(metavar="EXPERIMENT", help="Experiment YAML with search: spaces beside its models."),
+    ],
+    overrides: OverrideOpt = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Trials per model (the equal budget; overrides tuning.trials).")
+    ] = None,
+    timeout_minutes: Annotated[
+        float | None,
+        typer.Option(help="Wall-time budget per model study (not reproducible; tuning.timeout_minutes)."),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage: sqlite:///path.db, journal:path.log (several processes), "
+            "postgresql://user@host/db, or memory (tuning.storage)."
+        ),
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Tune only this model label (repeatable).")
+    ] = None,
+    worker: Annotated[
+        bool,
+        typer.Option("--worker", help="Only run trials (join the studies; no final comparison)."),
+    ] = False,
+    tracking_uri: TrackingUriOpt = None,
+    no_track: NoTrackOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Tune every model with the same budget (Optuna, validation metric), resumable and shareable
+    by several workers, then refit the best params and compare the models on test."""
+    from personalize.tuning.session import tune as run_tuning
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    extra = list(overrides or [])
+    if trials is not None:
+        extra.append(f"tuning.trials={trials}")
+    if timeout_minutes is not None:
+        extra.append(f"tuning.timeout_minutes={timeout_minutes}")
+    if storage is not None:
+        extra.append(f"tuning.storage={storage}")
+    try:
+        result = run_tuning(
+            experiment, extra, models=model, search_only=worker, track=not no_track, progress=not quiet
+        )
+    except PersonalizeError as exc:
+        _fail(exc)
+    typer.echo("\nBest params (paste under models: in an experiment file):")
+    typer.echo(result.best_params_yaml())
+    if result.ui_command:
+        from personalize.tracking.store import run_url
+
+        typer.echo(f"MLflow UI:  {result.ui_command}")
+        typer.echo(f"Session:    {run_url(result.experiment_id, result.session_run_id)}")
+
+
+@app.command()
+def leaderboard(
+    experiment: Annotated[
+        list[str] | None,
+        typer.Option("--experiment", "-e", help="MLflow experiment name (repeatable; default: all)."),
+    ] = None,
+    metric: Annotated[str, typer.Option(help="Metric to rank by, e.g. ndcg@10 or map@10.")] = "ndcg@10",
+    part: Annotated[str, typer.Option(help="test or valid.")] = "test",
+    top: Annotated[int, typer.Option(help="Rows to show (0: all).")] = 20,
+    csv: Annotated[Path | None, typer.Option(help="Also write the full table to this CSV file.")] = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Rank every finished model run across experiments of the store (from mlflow.search_runs)."""
+    from personalize.tracking.search import cross_leaderboard, format_cross_leaderboard
+
+    try:
+        table = cross_leaderboard(experiment, metric, part, tracking_uri)
+    except PersonalizeError as exc:
+        _fail(exc)
+    if csv is not None:
+        table.to_csv(csv, index=False)
+    if table.empty:
+        typer.echo(f"no finished model runs with {part} {metric} in the store")
+        return
+    typer.echo(format_cross_leaderboard(table.head(top) if top else table, metric).to_markdown(index=False))
+    typer.echo("\nRows from different splits, modes or data (columns split, mode, data) are not comparable.")
+
+
+@app.command()
+def export(
+    run_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[RUN_ID]", help="Parent run of an experiment or a tuning session (see the MLflow UI)."
+        ),
+    ] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--experiment", "-e", help="Instead of RUN_ID: the latest finished run of this experiment."
+        ),
+    ] = None,
+    registered_model: Annotated[
+        str | None,
+        typer.Option(help="Model Registry name (default: the run's export block, else <data>-recommender)."),
+    ] = None,
+    alias: Annotated[
+        str | None, typer.Option(help="Alias to move to the new version (default: champion).")
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Validation metric that picks the champion, e.g. ndcg@10.")
+    ] = None,
+    no_promote: Annotated[
+        bool, typer.Option("--no-promote", help="Register the new version without moving the alias.")
+    ] = False,
+    tracking_uri: TrackingUriOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export a run's champion (best validation metric among exportable models): refit it on all the
+    data, log it as a self-contained MLflow model, register it and move the champion alias to it."""
+    from personalize.serving.export import export_run
+    from personalize.tracking.registry import latest_parent_run
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    if (run_id is None) == (experiment is None):
+        _fail(PersonalizeError("give either RUN_ID or --experiment NAME"))
+    overrides = {
+        key: value
+        for key, value in {"registered_model": registered_model, "alias": alias, "metric": metric}.items()
+        if value is not None
+    }
+    if no_promote:
+        overrides["promote"] = False
+    try:
+        run_id = run_id or latest_parent_run(experiment)
+        export_run(run_id, overrides=overrides, progress=not quiet, echo=typer.echo)
+    except PersonalizeError as exc:
+        _fail(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

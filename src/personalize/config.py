@@ -16,6 +16,7 @@ from personalize.data.config import DataConfig, StrictModel
 from personalize.errors import ConfigError
 from personalize.evaluation.evaluator import EvaluationConfig
 from personalize.evaluation.splits import SplitConfig
+from personalize.serving.config import ExportConfig
 from personalize.tuning.config import SearchDimension, TuningConfig
 
 
@@ -68,7 +69,8 @@ class ModelSpec(StrictModel):
         for key, dim in self.search.items():
             if key not in cls.Config.model_fields:
                 raise ValueError(
-                    f"model {self.label!r} ({self.type}): search.{key} is not a param; accepted params: {accepted}"
+                    f"model {self.label!r} ({self.type}): search.{key} is not a param; "
+                    f"accepted params: {accepted}"
                 )
             if dim.type is None:
                 try:
@@ -155,16 +157,19 @@ class ExperimentConfig(StrictModel):
     models: list[ModelSpec] = Field(min_length=1, description="Models to fit and compare.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     @model_validator(mode="after")
-    def _tuning_metric_is_evaluated(self) -> ExperimentConfig:
-        metric = self.tuning.metric
-        if metric is not None and metric != self.evaluation.primary_metric:
+    def _metrics_are_evaluated(self) -> ExperimentConfig:
+        """tuning.metric and export.metric must be metrics the evaluation computes."""
+        for block, metric in (("tuning", self.tuning.metric), ("export", self.export.metric)):
+            if metric is None or metric == self.evaluation.primary_metric:
+                continue
             try:
                 EvaluationConfig(**{**self.evaluation.model_dump(), "primary_metric": metric})
             except ValidationError as exc:
                 reason = _format_errors(exc).removeprefix("Value error, ")
-                raise ValueError(f"tuning.{reason.replace('evaluation.primary_metric', 'metric')}") from None
+                raise ValueError(f"{block}.{reason.replace('evaluation.primary_metric', 'metric')}") from None
         return self
 
     @field_validator("models")
