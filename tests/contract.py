@@ -25,6 +25,10 @@ def score_from_spec(spec, users, seen):
         return product.toarray() if hasattr(product, "toarray") else np.asarray(product)
     if spec.kind == "factors":
         return spec.arrays["users"][users] @ spec.arrays["items"].T
+    if spec.kind == "neumf":
+        from personalize.models.neural.spec import neumf_scores
+
+        return neumf_scores(spec.arrays, spec.params, users)
     pytest.skip(f"no reference scorer for kind {spec.kind!r} here")
 
 

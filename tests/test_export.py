@@ -84,13 +84,14 @@ def test_the_champion_is_the_best_exportable_model_on_validation(exported):
 def test_choice_skips_models_that_cannot_be_exported():
     cands = [
         Candidate("random", "random", {}, 0.9),
+        Candidate("recbole_ease", "recbole_ease", {}, 0.8),  # peers take part in comparisons only
         Candidate("ease", "ease", {"l2": 100.0}, 0.3),
         Candidate("broken", "als", {}, math.nan),
         Candidate("als", "als", {}, 0.3),  # a tie goes to the first listed
     ]
     assert choose_champion(cands).label == "ease"
     with pytest.raises(ExportError, match="no exportable model among the candidates"):
-        choose_champion([Candidate("random", "random", {}, 0.9)])
+        choose_champion([Candidate("random", "random", {}, 0.9), Candidate("peer", "recbole_bpr", {}, 0.5)])
 
 
 def test_the_champion_is_refit_on_all_the_data_with_its_selected_params(exported):
