@@ -117,6 +117,11 @@ class TrainingConfig(StrictModel):
         ge=1,
         description="Validation evaluations without improvement before stopping (null: never).",
     )
+    early_stopping_min_epochs: int = Field(
+        default=0,
+        ge=0,
+        description="Never stop early before this epoch (a warm-up for slow starters such as BPR).",
+    )
     eval_every: int = Field(default=1, ge=1, description="Epochs between validation evaluations.")
     monitor_metric: str = Field(default="ndcg@10", description="Validation metric for early stopping.")
 

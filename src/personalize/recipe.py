@@ -152,6 +152,7 @@ def fit_and_evaluate(
                 metric=config.training.monitor_metric,
                 every=config.training.eval_every,
                 patience=config.training.early_stopping_patience,
+                min_epochs=config.training.early_stopping_min_epochs,
                 mode=config.evaluation.mode,
                 on_epoch=on_epoch if len(combinations) == 1 else None,
                 on_report=on_report,

@@ -15,8 +15,10 @@ class ValidationMonitor:
 
     ``metric`` (e.g. 'ndcg@10') is computed by the one evaluator. The model keeps its state at
     the best epoch (``EpochReport.improved``); training stops after ``patience`` evaluations
-    without improvement (None: never). ``on_epoch(epoch, metrics)`` receives
-    ``{'train_loss': ..., 'valid_ndcg_at_10': ...}`` (for MLflow step metrics);
+    without improvement (None: never), but not before epoch ``min_epochs`` (a warm-up for
+    models whose validation metric plateaus before it rises, such as SGD-trained BPR).
+    ``on_epoch(epoch, metrics)`` receives ``{'train_loss': ..., 'valid_ndcg_at_10': ...}``
+    (for MLflow step metrics);
     ``on_report(epoch, value)`` may raise to prune (e.g. ``optuna.TrialPruned``).
     """
 
@@ -24,6 +26,7 @@ class ValidationMonitor:
     metric: str = "ndcg@10"
     every: int = 1
     patience: int | None = 10
+    min_epochs: int = 0
     min_delta: float = 0.0
     mode: str = "protocol"
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
@@ -66,5 +69,5 @@ class ValidationMonitor:
             self._since_best += 1
         if self.on_report:
             self.on_report(epoch, value)
-        stop = self.patience is not None and self._since_best >= self.patience
+        stop = self.patience is not None and self._since_best >= self.patience and epoch >= self.min_epochs
         return EpochReport(value=value, improved=improved, stop=stop)
