@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from personalize.data.config import DataConfig, StrictModel
+from personalize.data.config import DataConfig, StrictModel, check_grid, grid_points
 from personalize.errors import ConfigError
 from personalize.evaluation.evaluator import EvaluationConfig
 from personalize.evaluation.splits import SplitConfig
@@ -50,9 +50,7 @@ class ModelSpec(StrictModel):
 
         cls = get_model_class(self.type)
         accepted = ", ".join(cls.Config.model_fields) or "none"
-        for key, values in self.grid.items():
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"model {self.label!r}: grid.{key} must be a non-empty list")
+        check_grid(self.grid, f"model {self.label!r}")
         for params in self.combinations():
             try:
                 cls.Config.model_validate(params)
@@ -95,10 +93,7 @@ class ModelSpec(StrictModel):
 
     def combinations(self) -> list[dict[str, Any]]:
         """``params`` merged with every point of ``grid`` (just ``params`` without a grid)."""
-        points: list[dict[str, Any]] = [{}]
-        for key, values in self.grid.items():
-            points = [{**p, key: v} for p in points for v in values]
-        return [{**self.params, **p} for p in points]
+        return grid_points(self.params, self.grid)
 
 
 class TrainingConfig(StrictModel):

@@ -207,11 +207,13 @@ def run_experiment(
     progress: bool = True,
     echo: Echo | None = print,
     parent_run=None,
+    dataset: Dataset | None = None,
 ) -> ExperimentResult:
     """Run an experiment end to end and log it to MLflow (``track=False``: no logging).
 
     ``parent_run`` (a :class:`~personalize.tracking.RunHandle`) nests the experiment's run under
-    another one, e.g. a tuning session's final comparison.
+    another one, e.g. a tuning session's final comparison; ``dataset`` is the ingested
+    ``config.data`` when the caller has it already (it is not ingested again).
     """
     if not isinstance(config, ExperimentConfig):
         config = load_experiment(config, overrides)
@@ -220,7 +222,7 @@ def run_experiment(
     say = echo or (lambda _msg: None)
     from personalize.tracking import runs as tlog
 
-    dataset = load_data(config)
+    dataset = dataset or load_data(config)
     say(f"\nData: {dataset.name} (fingerprint {dataset.fingerprint[:12]})")
     say(dataset.report.summary().to_markdown(index=False))
 

@@ -37,27 +37,34 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     at_least = scores >= kth[:, None]
     # rows whose k-th score is shared with an item outside the top k need the exact path
     fast = np.count_nonzero(at_least, axis=1) == k_eff
+    all_fast = fast.all()  # the usual case: no copies of the block
     if fast.any():
-        cand = (np.flatnonzero(at_least[fast]) % n_items).reshape(-1, k_eff)  # ascending per row
-        cand_vals = np.take_along_axis(scores[fast], cand, axis=1)
+        fast_scores, fast_mask = (scores, at_least) if all_fast else (scores[fast], at_least[fast])
+        cand = (np.flatnonzero(fast_mask) % n_items).reshape(-1, k_eff)  # ascending per row
+        cand_vals = np.take_along_axis(fast_scores, cand, axis=1)
         order = np.lexsort((cand, -cand_vals), axis=1)
         items[fast, :k_eff] = np.take_along_axis(cand, order, axis=1)
         values[fast, :k_eff] = np.take_along_axis(cand_vals, order, axis=1)
-    if not fast.all():
-        items[~fast], values[~fast] = _topk_exact(scores[~fast], k)
+    if not all_fast:
+        items[~fast], values[~fast] = _topk_exact(scores[~fast], k, at_least[~fast])
     empty = ~np.isfinite(values)
     items[empty] = EMPTY
     values[empty] = -np.inf
     return items, values
 
 
-def _topk_exact(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k with every item tied with the k-th score as a candidate (ties: item index)."""
+def _topk_exact(
+    scores: np.ndarray, k: int, candidates: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k with every item tied with the k-th score as a candidate (ties: item index).
+    ``candidates``: the mask ``scores >= k-th score`` when the caller has it already."""
     n_rows, n_items = scores.shape
     items = np.full((n_rows, k), EMPTY, dtype=np.int64)
     values = np.full((n_rows, k), -np.inf, dtype=np.float32)
     k_eff = min(k, n_items)
-    if k_eff < n_items:
+    if candidates is not None:
+        rows, cols = np.nonzero(candidates)
+    elif k_eff < n_items:
         kth = np.partition(scores, n_items - k_eff, axis=1)[:, n_items - k_eff]
         rows, cols = np.nonzero(scores >= kth[:, None])
     else:

@@ -97,6 +97,9 @@ class Recommender(ABC):
     uses_validation: ClassVar[bool] = False  # gets the monitor to select settings (e.g. fusion weights)
     handles_cold_users: ClassVar[bool] = False
     exportable: ClassVar[bool] = True
+    #: iterative models: the config field that counts epochs; ``selected_config`` sets it to the
+    #: best epoch, so that a refit on more data trains as long as validation chose
+    epoch_param: ClassVar[str | None] = None
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, seed: int = 0):
         if isinstance(config, ModelConfig):
@@ -132,7 +135,26 @@ class Recommender(ABC):
 
     def selected_config(self) -> ModelConfig:
         """The config to refit with on more data (iterative models: the best epoch count)."""
-        return self.config
+        if self.epoch_param is None or self.best_epoch_ is None:
+            return self.config
+        return self.config.model_copy(update={self.epoch_param: self.best_epoch_})
+
+    def _epoch_done(self, monitor: EpochMonitor | None, epoch: int, loss: float | None) -> EpochReport:
+        """Iterative models, after each epoch: count it and report it to ``monitor`` (the best
+        epoch is recorded when it improves; the caller keeps a copy of its state then)."""
+        self.epochs_run_ = epoch
+        if monitor is None:
+            return EpochReport()
+        report = monitor(self, epoch, loss)
+        if report.improved:
+            self.best_epoch_ = epoch
+        return report
+
+    def _training_done(self, restored_best: bool) -> None:
+        """Iterative models, after the last epoch: without a best epoch from a monitor, the
+        last one counts as the best."""
+        if not restored_best:
+            self.best_epoch_ = self.epochs_run_
 
     # ------------------------------------------------------------------------ scoring
 

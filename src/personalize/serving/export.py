@@ -178,11 +178,7 @@ def choose_champion(candidates: Sequence[Candidate]) -> Candidate:
             f"no exportable model among the candidates ({listed}); Random and RecBole peers are "
             "never exported"
         )
-    best = eligible[0]
-    for c in eligible[1:]:
-        if c.value > best.value:
-            best = c
-    return best
+    return max(eligible, key=lambda c: c.value)  # max keeps the first of equal values
 
 
 def candidates_table(candidates: Sequence[Candidate], champion: Candidate, metric: str) -> pd.DataFrame:
@@ -298,8 +294,7 @@ def pip_requirements(tree: dict[str, Any]) -> list[str]:
 def input_example(model: Recommender, config: ExportConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Two request rows for known users (one with its own k, one excluding an item) and the
     params default k."""
-    history = np.diff(model.seen_.indptr)
-    users = model.index_.users[np.flatnonzero(history > 0)[:2]]
+    users = model.index_.users[np.flatnonzero(model.user_history_ > 0)[:2]]
     if len(users) == 0:
         users = model.index_.users[:1]
     rows: list[dict[str, Any]] = [{"user_id": _native(users[0]), "k": min(5, config.max_k)}]
@@ -429,7 +424,7 @@ def export_champion(
                 input_example=input_example(model, config),
                 pip_requirements=pip_requirements(tree),
                 metadata={k: v for k, v in info.items() if k != "params"},
-                params={"model_type": champion.model_type, **_flat(champion.params)},
+                params={"model_type": champion.model_type, **flatten(champion.params)},
                 model_config={
                     "user_id_type": id_type(model.index_.users),
                     "item_id_type": id_type(model.index_.items),
@@ -493,10 +488,6 @@ def export_after_run(result: Any, *, tracked: bool, progress: bool = True, echo:
         return
     config = result.config.export
     result.extras["export"] = export_champion(result, config=config, progress=progress, echo=echo)
-
-
-def _flat(params: dict[str, Any]) -> dict[str, Any]:
-    return flatten(params)
 
 
 def export_run(

@@ -81,7 +81,6 @@ class TuningLogger:
         texts: dict[str, str],
         wait_seconds: float = 60.0,
     ):
-        self.config = config
         self.tracker = Tracker(config.tracking.experiment or config.name, config.tracking.uri)
         self.wait_seconds = wait_seconds
         self.session, fresh = self._claim(

@@ -41,11 +41,11 @@ import numpy as np
 import optuna
 import pandas as pd
 import yaml
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from personalize.config import ExperimentConfig, ModelSpec, load_experiment
+from personalize.data.ingest import Dataset
 from personalize.errors import ConfigError
 from personalize.models.registry import get_model_class
 from personalize.recipe import ExperimentResult, PreparedSplit, fit_and_evaluate, load_data, prepare_split
@@ -84,15 +84,13 @@ class StudyOutcome:
     per_user: dict[int, pd.Series] = field(default_factory=dict, repr=False)  # keep_per_user only
     study: optuna.Study | None = field(default=None, repr=False)  # for plots (see tuning.plots)
 
-    def spec(self, seeds: list[int] | None = None) -> dict[str, Any]:
+    def spec(self) -> dict[str, Any]:
         """The model entry to paste under ``models:`` of an experiment file."""
         entry: dict[str, Any] = {"type": self.model_type, "name": self.label}
         if self.best_params:
             entry["params"] = self.best_params
         if self.grid:
             entry["grid"] = self.grid
-        if seeds:
-            entry["seeds"] = seeds
         return entry
 
     def summary(self) -> dict[str, Any]:
@@ -383,12 +381,10 @@ def run_trials(
     ends: returns True then). Other workers' running trials count as theirs; when only they
     remain, wait for them (a dead worker's trial becomes stale, is re-queued, and is run here)."""
     deadline = None if tuning.timeout_minutes is None else time.monotonic() + 60 * tuning.timeout_minutes
-    heartbeat = is_heartbeat_enabled(study._storage)
     bar = tqdm(total=tuning.trials, desc=label or study.study_name, disable=not progress, unit="trial")
     try:
         while True:
-            if heartbeat:
-                fail_stale(study)
+            fail_stale(study)  # nothing to do without heartbeats
             trials = study.get_trials(deepcopy=False)
             done = counted(trials)
             bar.n = min(done, tuning.trials)
@@ -566,7 +562,7 @@ def tune(
                 _finish_session(logger, result, end=not search_only)
             return _attach(result, logger)
         say("\nFinal comparison: best params refit on train + validation, tested once per seed")
-        result.final = run_final(config, outcomes, logger, progress=progress, echo=echo)
+        result.final = run_final(config, outcomes, logger, progress=progress, echo=echo, dataset=dataset)
         result.comparison = _comparison(result)
         if result.comparison is not None and len(result.comparison):
             say("\nTuned versus default (test, paired over users):")
@@ -853,8 +849,10 @@ def run_final(
     logger=None,
     progress: bool = True,
     echo: Echo | None = print,
+    dataset: Dataset | None = None,
 ) -> ExperimentResult:
-    """Refit with the best params on train + validation and test once per seed (the recipe)."""
+    """Refit with the best params on train + validation and test once per seed (the recipe);
+    ``dataset``: the session's ingested data, reused."""
     from personalize.recipe import run_experiment
 
     final = final_config(config, studies, config.tuning.compare_defaults)
@@ -869,6 +867,7 @@ def run_final(
         progress=progress,
         echo=echo,
         parent_run=logger.session if logger is not None else None,
+        dataset=dataset,
     )
 
 
@@ -895,6 +894,7 @@ def format_comparison(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
 
 def _finish_session(logger, result: TuningResult, end: bool = True) -> None:
     from personalize.evaluation.leaderboard import format_leaderboard
+    from personalize.tracking.store import metric_key
 
     tables = {"studies.csv": result.table}
     if result.comparison is not None:
@@ -908,13 +908,5 @@ def _finish_session(logger, result: TuningResult, end: bool = True) -> None:
         champion = result.champion()
         primary = result.config.evaluation.primary_metric
         params = {"champion": champion["label"], "final_run_id": result.final.parent_run_id}
-        metrics[f"best_test_{primary.replace('@', '_at_')}"] = champion[f"test_{primary}"]
+        metrics[f"best_test_{metric_key(primary)}"] = champion[f"test_{primary}"]
     logger.finish(metrics, params, tables, {"best_params.yaml": result.best_params_yaml()}, end=end)
-
-
-def per_user_interval(values: pd.Series, config: ExperimentConfig, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap interval of a mean over users (the evaluation block's resamples and level)."""
-    from personalize.evaluation.stats import bootstrap_ci
-
-    ev = config.evaluation
-    return bootstrap_ci(np.asarray(values, dtype=float), ev.bootstrap_resamples, ev.confidence, seed)

@@ -53,10 +53,6 @@ class StorageSpec:
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def persistent(self) -> bool:
-        return self.kind != "memory"
-
-    @property
     def display(self) -> str:
         """The location without a password (safe to log)."""
         if self.kind != "rdb":

@@ -26,6 +26,7 @@ class ImplicitMF(Recommender):
     """Base for ALS and BPR: score(u, i) = user_factors[u] . item_factors[i]."""
 
     stochastic = True
+    epoch_param = "iterations"
     iterative = True
 
     def _make(self):  # pragma: no cover - abstract
@@ -46,32 +47,23 @@ class ImplicitMF(Recommender):
             nonlocal best
             epoch = int(args[0]) + 1
             self.user_factors_, self.item_factors_ = model.user_factors, model.item_factors
-            self.epochs_run_ = epoch
-            if monitor is None:
-                return
-            report = monitor(self, epoch, self._epoch_loss(args, data))
+            loss = None if monitor is None else self._epoch_loss(args, data)
+            report = self._epoch_done(monitor, epoch, loss)
             if report.improved:
                 best = (model.user_factors.copy(), model.item_factors.copy())
-                self.best_epoch_ = epoch
             if report.stop:
                 raise _StopTraining
 
         # implicit parallelises itself; nested BLAS threads only slow it down
         with threadpool_limits(1, user_api="blas"), contextlib.suppress(_StopTraining):
             model.fit(self._train_matrix(data), show_progress=False, callback=on_epoch)
-        if best is not None:
-            self.user_factors_, self.item_factors_ = best
-        else:
-            self.user_factors_, self.item_factors_ = model.user_factors, model.item_factors
-            self.best_epoch_ = self.epochs_run_
+        self.user_factors_, self.item_factors_ = (
+            best if best is not None else (model.user_factors, model.item_factors)
+        )
+        self._training_done(best is not None)
         self.__dict__.pop("_loss_triples", None)
         self.user_factors_ = np.ascontiguousarray(self.user_factors_, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(self.item_factors_, dtype=np.float32)
-
-    def selected_config(self):
-        if self.best_epoch_ is None:
-            return self.config
-        return self.config.model_copy(update={"iterations": self.best_epoch_})
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors_[users] @ self.item_factors_.T

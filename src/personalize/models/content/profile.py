@@ -110,8 +110,7 @@ class ContentBased(Recommender):
         self._check_fitted()
         user_ids = np.asarray(list(user_ids), dtype=object)
         idx = self.index_.user_index(user_ids)
-        ok = idx >= 0
-        ok[ok] = self.user_history_[idx[ok]] > 0
+        ok = self.personalised(idx)
         users = idx[ok]
         pos, sims = self.vector_index.search(self.user_profiles_[users], k, exclude=self.seen_[users])
         rows, ranks = np.nonzero(pos >= 0)

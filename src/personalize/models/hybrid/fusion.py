@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field, field_validator, model_validator
 
-from personalize.data.config import StrictModel
+from personalize.data.config import StrictModel, check_grid, grid_points
 from personalize.data.matrix import InteractionData
 from personalize.errors import ConfigError
 from personalize.evaluation.monitor import ValidationMonitor
@@ -59,19 +59,14 @@ class ComponentSpec(StrictModel):
             cls = get_model_class(self.type)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
-        for key, values in self.grid.items():
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"component {self.type}: grid.{key} must be a non-empty list")
+        check_grid(self.grid, f"component {self.type}")
         for params in self.combinations():
             cls.Config.model_validate(params)
         return self
 
     def combinations(self) -> list[dict[str, Any]]:
         """``params`` merged with every point of ``grid``."""
-        points: list[dict[str, Any]] = [{}]
-        for key, values in self.grid.items():
-            points = [{**p, key: v} for p in points for v in values]
-        return [{**self.params, **p} for p in points]
+        return grid_points(self.params, self.grid)
 
 
 class FusionConfig(ModelConfig):

@@ -168,7 +168,6 @@ class TwoTower(TorchRecommender):
 
     def _encode(self, data: InteractionData) -> tuple[EntityFeatures, EntityFeatures]:
         c = self.config
-        kw = {"numeric_buckets": c.numeric_buckets}
 
         def column(frame, name, table):
             return encode_column(
@@ -177,7 +176,7 @@ class TwoTower(TorchRecommender):
                 table=table,
                 bucket_edges=c.bucket_edges.get(name),
                 prefix=c.prefix.get(name),
-                **kw,
+                numeric_buckets=c.numeric_buckets,
             )
 
         user_tables = [id_feature("user_id", data.user_counts > 0)]
@@ -319,7 +318,6 @@ class TwoTower(TorchRecommender):
     # ------------------------------------------------------------------------------- scoring
 
     def _invalidate(self) -> None:
-        self._item_cache = None
         self.__dict__.pop("user_vectors_", None)
         self.__dict__.pop("item_vectors_", None)
 
@@ -338,12 +336,11 @@ class TwoTower(TorchRecommender):
         )
 
     def _item_matrix(self) -> np.ndarray:
-        if "item_vectors_" in self.__dict__:
-            return self.item_vectors_
-        if getattr(self, "_item_cache", None) is None:
+        """The item tower's output for the whole catalogue (computed once per set of weights)."""
+        if "item_vectors_" not in self.__dict__:
             self.net_.eval()
-            self._item_cache = self._vectors(self.net_.item, self.item_features_, np.arange(self.n_items))
-        return self._item_cache
+            self.item_vectors_ = self._vectors(self.net_.item, self.item_features_, np.arange(self.n_items))
+        return self.item_vectors_
 
     def _user_matrix(self, users: np.ndarray) -> np.ndarray:
         if "user_vectors_" in self.__dict__:
@@ -354,19 +351,18 @@ class TwoTower(TorchRecommender):
     def _factors(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tower outputs as factors whose dot product is the score: users scaled by
         1 / temperature (and a column of ones), items (with their bias as the last column)."""
-        d = self.config.out_dim
         users = user_vectors * np.float32(1.0 / self.config.temperature)
         if not self.config.item_bias:
             return users, item_vectors
         ones = np.ones((len(users), 1), dtype=np.float32)
-        return np.hstack([users, ones]), np.ascontiguousarray(item_vectors[:, : d + 1])
+        return np.hstack([users, ones]), item_vectors  # items: out_dim outputs and the bias
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         u, v = self._factors(self._user_matrix(users), self._item_matrix())
         return u @ v.T
 
     def _finish(self, data: InteractionData) -> None:
-        self.item_vectors_ = self._item_matrix()
+        self._item_matrix()
         self.user_vectors_ = self._vectors(
             self.net_.user, self.user_features_, np.arange(self.index_.n_users)
         )
@@ -378,7 +374,6 @@ class TwoTower(TorchRecommender):
             "_pool",
             "_sampler",
             "optimizer_",
-            "_item_cache",
         ):
             self.__dict__.pop(attr, None)
 

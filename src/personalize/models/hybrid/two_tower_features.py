@@ -150,14 +150,6 @@ class EntityFeatures:
     tables: list[FeatureTable]
     dense: np.ndarray | None = None  # (entities, d) float32
 
-    @property
-    def n(self) -> int:
-        return self.tables[0].rows.shape[0]
-
-    @property
-    def keys(self) -> list[str]:
-        return [t.name for t in self.tables]
-
     def gather(
         self,
         entities: np.ndarray,

@@ -134,25 +134,26 @@ class NeuMF(TorchRecommender):
         self.optimizer_ = torch.optim.Adam(
             self.net_.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay, foreach=True
         )
+        # every epoch: each observed pair followed by `negatives` pairs of the same user whose
+        # items are drawn afresh; only the negative items and the order change between epochs
         coo = data.matrix.tocoo()
-        self._pos_users = coo.row.astype(np.int64)
-        self._pos_items = coo.col.astype(np.int64)
+        k = c.negatives
+        self._users = np.repeat(coo.row.astype(np.int64), 1 + k)
+        self._items = np.repeat(coo.col.astype(np.int64), 1 + k)
+        self._labels = np.zeros(len(self._users), dtype=np.float32)
+        self._labels[:: 1 + k] = 1.0
+        self._neg = self._labels == 0
+        self._neg_users = self._users[self._neg]
         self._sampler = NegativeSampler(data.matrix)
 
     def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float:
         c = self.config
-        k = c.negatives
-        users = np.repeat(self._pos_users, 1 + k)
-        items = np.repeat(self._pos_items, 1 + k)
-        labels = np.zeros(len(users), dtype=np.float32)
-        labels[:: 1 + k] = 1.0
-        neg = np.ones(len(users), dtype=bool)
-        neg[:: 1 + k] = False
-        items[neg] = self._sampler.sample(users[neg], rng)
-        order = rng.permutation(len(users))
-        users_t = torch.from_numpy(users[order])
+        items = self._items.copy()
+        items[self._neg] = self._sampler.sample(self._neg_users, rng)
+        order = rng.permutation(len(items))
+        users_t = torch.from_numpy(self._users[order])
         items_t = torch.from_numpy(items[order])
-        labels_t = torch.from_numpy(labels[order])
+        labels_t = torch.from_numpy(self._labels[order])
         total, batches = 0.0, 0
         for start in range(0, len(order), c.batch_size):
             sl = slice(start, start + c.batch_size)
@@ -170,7 +171,7 @@ class NeuMF(TorchRecommender):
             return self.net_.score_all(torch.as_tensor(users, dtype=torch.long)).numpy().astype(np.float32)
 
     def _finish(self, data: InteractionData) -> None:
-        for attr in ("_pos_users", "_pos_items", "_sampler", "optimizer_"):
+        for attr in ("_users", "_items", "_labels", "_neg", "_neg_users", "_sampler", "optimizer_"):
             self.__dict__.pop(attr, None)
 
     def _architecture(self) -> dict:

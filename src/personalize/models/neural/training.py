@@ -121,6 +121,7 @@ class TorchRecommender(Recommender):
 
     stochastic = True
     iterative = True
+    epoch_param = "epochs"
     family: ClassVar[str] = "neural"
 
     def _build(self, data: InteractionData) -> None:  # pragma: no cover - abstract
@@ -151,30 +152,20 @@ class TorchRecommender(Recommender):
                 loss = self._train_epoch(data, epoch, epoch_rng(self.seed, epoch))
                 self.net_.eval()
                 self._invalidate()
-                self.epochs_run_ = epoch
                 self.epoch_seconds_.append(time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{loss:.4f}")
-                if monitor is None:
-                    continue
-                report = monitor(self, epoch, loss)
+                report = self._epoch_done(monitor, epoch, loss)
                 if report.improved:
                     best_state = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
-                    self.best_epoch_ = epoch
                 if report.stop:
                     break
             bar.close()
             if best_state is not None:
                 self.net_.load_state_dict(best_state)
-            else:
-                self.best_epoch_ = self.epochs_run_
+            self._training_done(best_state is not None)
             self.net_.eval()
             self._invalidate()
             self._finish(data)
 
     def _finish(self, data: InteractionData) -> None:
         """Hook after training (e.g. precompute serving arrays)."""
-
-    def selected_config(self) -> ModelConfig:
-        if self.best_epoch_ is None:
-            return self.config
-        return self.config.model_copy(update={"epochs": self.best_epoch_})

@@ -303,7 +303,7 @@ class RecBoleRun:
                 else f"NDCG@{(metrics_at or [10])[0]}",
                 **params,
             }
-            with self._call(first=True):
+            with self._call():
                 self.config = api.Config(model=model, dataset=DATASET, config_dict=config_dict)
                 api.init_seed(self.config["seed"], self.config["reproducibility"])
                 self.dataset = api.create_dataset(self.config)
@@ -324,7 +324,7 @@ class RecBoleRun:
     # ------------------------------------------------------------------ RecBole call scope
 
     @contextlib.contextmanager
-    def _call(self, first: bool = False) -> Iterator[None]:
+    def _call(self) -> Iterator[None]:
         """cwd = the working directory, argv without our flags, threads pinned, RecBole's
         log messages below ERROR dropped, and the run's own RNG states swapped in."""
         if self._depth:  # nested (e.g. scoring from a training callback): already set up
@@ -335,7 +335,7 @@ class RecBoleRun:
                 self._depth -= 1
             return
         outer = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
-        if not first and self._rng_state is not None:
+        if self._rng_state is not None:
             random.setstate(self._rng_state[0])
             np.random.set_state(self._rng_state[1])
             torch.random.set_rng_state(self._rng_state[2])
@@ -374,13 +374,6 @@ class RecBoleRun:
             )
 
     # ---------------------------------------------------------------------------- training
-
-    @property
-    def trainable(self) -> bool:
-        """False for RecBole's traditional models (one pass over the data, no optimiser steps)."""
-        from recbole.utils import ModelType
-
-        return self.config["MODEL_TYPE"] != ModelType.TRADITIONAL
 
     def train_epoch(self, epoch: int) -> float:
         """One RecBole training epoch (0-based ``epoch``); returns the mean loss per batch."""

@@ -102,12 +102,11 @@ class RecBolePeer(Recommender):
 
     family = "peer"
     exportable = False
-    recbole_model: ClassVar[str]
     Config = PeerConfig
 
     def _run(self, data_pairs, n_users: int, n_items: int) -> RecBoleRun:
         return RecBoleRun(
-            self.recbole_model,
+            self.config.recbole_model,
             n_users,
             n_items,
             data_pairs,
@@ -148,6 +147,7 @@ class TrainedPeer(RecBolePeer):
 
     iterative = True
     stochastic = True
+    epoch_param = "epochs"
     Config = TrainedPeerConfig
 
     def _train(self, run: RecBoleRun, monitor: EpochMonitor | None) -> None:
@@ -156,26 +156,16 @@ class TrainedPeer(RecBolePeer):
         bar = tqdm(range(1, epochs + 1), desc=self.name, unit="epoch", leave=False, disable=None)
         for epoch in bar:
             loss = run.train_epoch(epoch - 1)
-            self.epochs_run_ = epoch
             bar.set_postfix(loss=f"{loss:.4f}")
-            if monitor is None:
-                continue
-            report = monitor(self, epoch, loss)
+            report = self._epoch_done(monitor, epoch, loss)
             if report.improved:
                 best = run.state()
-                self.best_epoch_ = epoch
             if report.stop:
                 break
         bar.close()
         if best is not None:
             run.load_state(best)
-        else:
-            self.best_epoch_ = self.epochs_run_
-
-    def selected_config(self) -> ModelConfig:
-        if self.best_epoch_ is None:
-            return self.config
-        return self.config.model_copy(update={"epochs": self.best_epoch_})
+        self._training_done(best is not None)
 
 
 # ----------------------------------------------------------------------------- the peers
@@ -190,7 +180,6 @@ class RecBolePop(RecBolePeer):
     it is seeded like a stochastic model."""
 
     name = "recbole_pop"
-    recbole_model = "Pop"
     stochastic = True
     Config = PopPeerConfig
 
@@ -205,7 +194,6 @@ class RecBoleItemKNN(RecBolePeer):
     """RecBole's ItemKNN (cosine item-item neighbourhood)."""
 
     name = "recbole_itemknn"
-    recbole_model = "ItemKNN"
     Config = ItemKNNPeerConfig
 
 
@@ -218,7 +206,6 @@ class RecBoleEASE(RecBolePeer):
     """RecBole's EASE (closed-form linear item-item autoencoder)."""
 
     name = "recbole_ease"
-    recbole_model = "EASE"
     Config = EASEPeerConfig
 
 
@@ -231,7 +218,6 @@ class RecBoleBPR(TrainedPeer):
     """RecBole's BPR-MF."""
 
     name = "recbole_bpr"
-    recbole_model = "BPR"
     Config = BPRPeerConfig
 
 
@@ -251,7 +237,6 @@ class RecBoleNeuMF(TrainedPeer):
     """RecBole's NeuMF (scored with ``predict`` over every item, as RecBole's trainer does)."""
 
     name = "recbole_neumf"
-    recbole_model = "NeuMF"
     Config = NeuMFPeerConfig
 
 
@@ -266,7 +251,6 @@ class RecBoleLightGCN(TrainedPeer):
     """RecBole's LightGCN."""
 
     name = "recbole_lightgcn"
-    recbole_model = "LightGCN"
     Config = LightGCNPeerConfig
 
 
@@ -287,7 +271,6 @@ class RecBoleMultiVAE(TrainedPeer):
     """RecBole's MultiVAE (batches of users, as RecBole's autoencoder loader gives)."""
 
     name = "recbole_multivae"
-    recbole_model = "MultiVAE"
     Config = MultiVAEPeerConfig
 
 

@@ -220,24 +220,27 @@ def _neumf_scores(node: Node, users: np.ndarray) -> np.ndarray:
 
     score(u, i) = out.w . [user_gmf[u] * item_gmf[i] ; MLP([user_mlp[u] ; item_mlp[i]])] + out.b,
     the MLP being Linear + ReLU per layer ``mlp.<j>``. The first layer is split into its user and
-    item halves (W1 [p ; q] = W1_u p + W1_i q), so the item half is computed once per call.
+    item halves (W1 [p ; q] = W1_u p + W1_i q), so the item half is computed once per model
+    (cached with the weights), not per request.
     """
     import torch
     import torch.nn.functional as F
 
-    if "torch" not in node.cache:
-        state = node.arrays["state_dict"]
-        node.cache["torch"] = {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}
-    w = node.cache["torch"]
     factors = int(node.params["factors"])
     m = int(node.params["mlp_embedding"])
     n_layers = len(node.params["mlp_layers"])
+    if "torch" not in node.cache:
+        state = node.arrays["state_dict"]
+        w = {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}
+        with torch.no_grad():
+            w_out = w["out.weight"].reshape(-1)
+            item_first = w["item_mlp.weight"] @ w["mlp.0.weight"][:, m:].T
+            item_gmf = w["item_gmf.weight"] * w_out[:factors]
+        node.cache["torch"] = (w, item_first, w_out, item_gmf)
+    w, item_first, w_out, item_gmf = node.cache["torch"]
     u = torch.as_tensor(np.asarray(users, dtype=np.int64))
     with torch.no_grad():
         w1, b1 = w["mlp.0.weight"], w["mlp.0.bias"]
-        item_first = w["item_mlp.weight"] @ w1[:, m:].T
-        w_out = w["out.weight"].reshape(-1)
-        item_gmf = w["item_gmf.weight"] * w_out[:factors]
         h = F.relu((w["user_mlp.weight"][u] @ w1[:, :m].T + b1)[:, None, :] + item_first[None])
         for j in range(1, n_layers):
             h = F.relu(F.linear(h, w[f"mlp.{j}.weight"], w[f"mlp.{j}.bias"]))
