@@ -38,8 +38,8 @@ from personalize.evaluation import (  # noqa: E402
     make_split,
     make_target,
 )
-from personalize.evaluation.ranking import mask_seen  # noqa: E402
 from personalize.models import create_model  # noqa: E402
+from personalize.scoring import mask as mask_seen  # noqa: E402
 
 MODELS = [
     ("popularity", {}),

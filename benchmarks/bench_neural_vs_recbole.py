@@ -34,13 +34,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from personalize import columns as C
-from personalize.config import load_experiment
+from personalize.config import EvaluationConfig
+from personalize.core import columns as C
 from personalize.data import load_movielens_100k
-from personalize.evaluation import EvaluationConfig, Evaluator
+from personalize.evaluation import Evaluator
 from personalize.evaluation.monitor import ValidationMonitor
 from personalize.models import create_model
 from personalize.models.peers.recbole_adapter import RecBoleRun
+from personalize.recipe import load_experiment
 
 
 def _pairs(prepared, part):

@@ -230,10 +230,10 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
 
     import mlflow
 
+    from personalize.config.serving import ExportConfig
     from personalize.data import load_movielens_100k
     from personalize.serving import Candidate, export_champion
-    from personalize.serving.config import ExportConfig
-    from personalize.tracking.registry import model_files
+    from personalize.tracking.model_registry import model_files
 
     peer = None
     if args.model_uri:

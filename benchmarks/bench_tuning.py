@@ -26,8 +26,8 @@ import time  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from personalize.config import load_experiment  # noqa: E402
-from personalize.paths import experiments_dir  # noqa: E402
+from personalize.core.paths import experiments_dir  # noqa: E402
+from personalize.recipe import load_experiment  # noqa: E402
 from personalize.tuning import compare_pruning, tune  # noqa: E402
 
 

@@ -7,29 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personalize import columns as C
-from personalize.evaluation import EvaluationConfig, Evaluator
+from personalize.config import EvaluationConfig
+from personalize.core import columns as C
+from personalize.evaluation import Evaluator
 from personalize.evaluation.monitor import ValidationMonitor
 from personalize.models import EpochReport, Recommender, create_model
 
 COLD_USER = 999_999
-
-
-def score_from_spec(spec, users, seen):
-    """Reference scoring of a :class:`ScorerSpec` for the simple kinds (the serving code has its
-    own implementation; this one keeps the spec honest)."""
-    if spec.kind == "static":
-        return np.broadcast_to(spec.arrays["scores"], (len(users), seen.shape[1]))
-    if spec.kind == "item_item":
-        product = seen[users] @ spec.arrays["weights"]
-        return product.toarray() if hasattr(product, "toarray") else np.asarray(product)
-    if spec.kind == "factors":
-        return spec.arrays["users"][users] @ spec.arrays["items"].T
-    if spec.kind == "neumf":
-        from personalize.models.neural.spec import neumf_scores
-
-        return neumf_scores(spec.arrays, spec.params, users)
-    pytest.skip(f"no reference scorer for kind {spec.kind!r} here")
 
 
 class RecommenderContract:
@@ -100,16 +84,15 @@ class RecommenderContract:
         ids = [*index.users[:5], COLD_USER, "unknown"]
         pd.testing.assert_frame_equal(loaded.recommend(ids, k=7), fitted.recommend(ids, k=7))
 
-    def test_export_spec_reproduces_the_scores(self, fitted, contract_data):
-        """Scoring from the exported spec (plain arrays) gives the model's own scores."""
-        if not type(fitted).exportable:
-            pytest.skip("not exportable")
-        spec = fitted.export_spec()
-        users = np.arange(10)
-        known = fitted.personalised(users)
-        expected = fitted.score(users)[known]
-        got = score_from_spec(spec, users[known], fitted.seen_)
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    def test_answers_go_through_its_scorer(self, fitted, contract_data):
+        """``score`` is the scorer's answer: an exportable model's scorer is a shipped kind
+        (its export is covered by tests/test_serving_scorer.py for every registered type)."""
+        _, index, _, _ = contract_data
+        scorer = fitted.scorer()
+        assert scorer.exportable == type(fitted).exportable
+        assert scorer.handles_cold_users == type(fitted).handles_cold_users
+        users = np.arange(min(10, index.n_users))
+        np.testing.assert_array_equal(fitted.score(users), scorer.answer(users, fitted.context))
 
     def test_same_seed_same_model(self, contract_data):
         _, _, train, _ = contract_data

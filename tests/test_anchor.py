@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from personalize.config import load_experiment
-from personalize.evaluation.report import select_models
-from personalize.recipe import run_experiment
+from personalize.recipe import load_experiment, run_experiment
+from personalize.reports.comparison import select_models
 
 ANCHOR = Path(__file__).parents[1] / "experiments" / "ml100k_anchor.yaml"
 RECBOLE_NDCG_AT_10 = {"itemknn": 0.283, "ease": 0.330}

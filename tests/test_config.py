@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from personalize.config import describe_defaults, load_experiment, parse_overrides
-from personalize.errors import ConfigError
+from personalize.config import parse_overrides
+from personalize.core.errors import ConfigError
 from personalize.models.registry import get_model_class
-from personalize.recipe import run_experiment
+from personalize.recipe import describe_defaults, load_experiment, run_experiment
 
 EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
 

@@ -19,15 +19,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from personalize import columns as C
 from personalize.cli import app
-from personalize.config import load_experiment
-from personalize.errors import ConfigError
-from personalize.recipe import run_experiment
+from personalize.core import columns as C
+from personalize.core.errors import ConfigError
+from personalize.recipe import export_after_run, load_experiment, run_experiment
 from personalize.serving import Candidate, ExportError, choose_champion, recommendations_frame
 from personalize.serving import export as export_module
-from personalize.serving.export import export_after_run
-from personalize.tracking.registry import model_files, registry_table
+from personalize.serving.state import SCORING_CODE, SHIPPED_NAME
+from personalize.tracking.model_registry import model_files, registry_table
 
 NAME = "tiny-recommender"
 TINY = {
@@ -112,7 +111,10 @@ def test_the_logged_model_is_self_contained(exported, in_store):
     pyfunc = mlmodel["flavors"]["python_function"]
     assert pyfunc["model_code_path"].endswith("recsys_pyfunc.py")  # a model from code
     assert not list(folder.rglob("*.pkl"))  # no pickled PythonModel
-    assert (folder / "code" / "recsys_scorer.py").exists()
+    shipped = folder / "code" / SHIPPED_NAME  # the scoring package the models use, as it is
+    assert {p.name for p in shipped.glob("*.py")} == {p.name for p in SCORING_CODE.glob("*.py")}
+    for path in SCORING_CODE.glob("*.py"):
+        assert (shipped / path.name).read_text() == path.read_text()
     state = folder / "artifacts" / "state"
     assert {"manifest.json", "users.parquet", "items.parquet", "seen_indptr.npy", "popularity.npy"} <= {
         p.name for p in state.iterdir()

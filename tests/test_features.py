@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personalize import columns as C
+from personalize.core import columns as C
 from personalize.data.matrix import IdIndex, InteractionData
 from personalize.features import text
 from personalize.features.index import VectorIndex

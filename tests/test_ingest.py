@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from personalize import columns as C
+from personalize.config.data import TimestampConfig
+from personalize.core import columns as C
+from personalize.core.errors import DataError
 from personalize.data import DataConfig, TableSource, ingest
-from personalize.data.config import TimestampConfig
-from personalize.errors import DataError
 
 
 def test_movielens_is_read_whole(ml100k):

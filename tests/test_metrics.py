@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from personalize import columns as C
+from personalize.config import EvaluationConfig
+from personalize.core import columns as C
 from personalize.data.matrix import IdIndex
-from personalize.evaluation import EvaluationConfig, Evaluator, make_target
+from personalize.evaluation import Evaluator, make_target
 from personalize.evaluation import metrics as M
-from personalize.evaluation.ranking import topk
+from personalize.scoring import topk
 
 LOG3 = math.log2(3)
 N_ITEMS = 10

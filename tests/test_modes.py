@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personalize import columns as C
+from personalize.config import EvaluationConfig, SplitConfig
+from personalize.core import columns as C
 from personalize.data.matrix import IdIndex, InteractionData
-from personalize.evaluation import EvaluationConfig, Evaluator, SplitConfig, make_split, make_target
+from personalize.data.splits import make_split
+from personalize.evaluation import Evaluator, make_target
 from personalize.models import create_model
 
 K = 10

@@ -12,13 +12,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from personalize import columns as C
-from personalize.config import load_experiment
+from personalize.config import EvaluationConfig, SplitConfig
+from personalize.core import columns as C
 from personalize.data.matrix import IdIndex, InteractionData
-from personalize.evaluation import EvaluationConfig, Evaluator, SplitConfig, make_split, make_target
+from personalize.data.splits import make_split
+from personalize.evaluation import Evaluator, make_target
 from personalize.models import create_model
 from personalize.models.peers import recbole_adapter as ra
-from personalize.recipe import prepare_split
+from personalize.recipe import load_experiment, prepare_split
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +146,9 @@ def test_peer_fit_is_deterministic_and_leaves_no_trace(small_split, tmp_path):
     assert not np.array_equal(a.score(np.arange(20)), c.score(np.arange(20)))
     assert set(os.listdir(".")) == before_files  # no log/, saved/ or log_tensorboard/ here
     assert not a.run_.workdir.exists()
-    assert type(a).exportable is False
+    assert type(a).exportable is False and not a.scorer().exportable
     with pytest.raises(NotImplementedError):
-        a.export_spec()
+        a.scorer().state()
 
 
 def test_config_checks_recbole_keys():

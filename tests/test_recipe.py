@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personalize import columns as C
-from personalize.config import load_experiment
+from personalize.config import EvaluationConfig
+from personalize.core import columns as C
 from personalize.data.matrix import IdIndex
-from personalize.evaluation import EvaluationConfig, Evaluator, make_target
+from personalize.evaluation import Evaluator, make_target
 from personalize.evaluation.evaluator import lists_from_frame
-from personalize.recipe import run_experiment
+from personalize.recipe import load_experiment, run_experiment
 
 TINY = {
     "name": "tiny",

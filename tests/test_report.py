@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personalize import columns as C
-from personalize.evaluation import report
+from personalize.core import columns as C
+from personalize.reports import comparison as report
 
 
 def _outcome(label: str, values: dict[str, list[float]]):

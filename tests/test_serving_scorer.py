@@ -1,10 +1,12 @@
-"""The standalone scorer shipped with exported models: it answers exactly what the fitted model
-answers (every scorer kind), validates requests, and runs without this package."""
+"""The scoring code shipped with every exported model answers exactly what the trained model
+answers -- for every exportable model type in the registry, and fusions of every scorer kind --
+validates requests, and runs without the training code."""
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,49 +16,69 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personalize import columns as C
-from personalize.evaluation.ranking import topk as reference_topk
-from personalize.models import create_model
-from personalize.serving.config import ExportConfig
-from personalize.serving.export import STANDALONE, all_data, write_state
-from personalize.serving.standalone.recsys_scorer import RequestError, TopKScorer, save_state, top_k
+from personalize import scoring
+from personalize.config.serving import ExportConfig
+from personalize.core import columns as C
+from personalize.models import create_model, exportable_models, get_model_class
+from personalize.serving.state import MODEL_CODE, SCORING_CODE, SHIPPED_NAME, all_data, ship_code, write_state
 
 COLD = 999_999  # a known user without interactions
 UNKNOWN = 123_456_789
 
-CASES = {
-    "popularity": ("popularity", {}),
-    "recent_popularity": ("recent_popularity", {"half_life_days": 30}),
-    "itemknn": ("itemknn", {"neighbours": 50, "shrink": 10}),
-    "ease": ("ease", {"l2": 100}),
-    "als": ("als", {"factors": 8, "iterations": 3}),
-    "neumf": ("neumf", {"epochs": 1, "factors": 8, "mlp_embedding": 8, "mlp_layers": [16, 8]}),
-    "fusion_minmax": (
-        "fusion",
-        {
-            "components": [{"type": "ease", "params": {"l2": 100}}, {"type": "recent_popularity"}],
-            "weights": [0.7, 0.3],
-        },
-    ),
-    "fusion_rrf": (
-        "fusion",
-        {
-            "components": [
-                {"type": "ease", "params": {"l2": 100}},
-                {"type": "als", "params": {"factors": 8, "iterations": 2}},
-            ],
-            "weights": [0.5, 0.5],
-            "method": "rrf",
-        },
-    ),
-    "fusion_one_hot": (
-        "fusion",
-        {
-            "components": [{"type": "ease", "params": {"l2": 100}}, {"type": "popularity"}],
-            "weights": [1.0, 0.0],
-        },
-    ),
+# Defaults are what users get; these only keep the default suite quick (sentence embeddings of the
+# whole catalogue take ~20 s without the cache). A model type registered later is covered with its
+# defaults and its epoch budget capped at two.
+QUICK = {"two_tower": {"text": False}}
+NEUMF = {"factors": 8, "mlp_embedding": 8, "mlp_layers": [16, 8], "epochs": 2}
+FUSIONS = {
+    # every scorer kind appears as a part, with both blend methods, one-hot weights and a nested blend
+    "fusion[static+item_item, minmax]": {
+        "components": [{"type": "popularity"}, {"type": "ease", "params": {"l2": 100}}],
+        "weights": [0.3, 0.7],
+    },
+    "fusion[factors+neumf, rrf]": {
+        "components": [
+            {"type": "als", "params": {"factors": 8, "iterations": 2}},
+            {"type": "neumf", "params": NEUMF},
+        ],
+        "method": "rrf",
+        "weights": [0.5, 0.5],
+    },
+    "fusion[one-hot]": {
+        "components": [{"type": "ease", "params": {"l2": 100}}, {"type": "recent_popularity"}],
+        "weights": [1.0, 0.0],
+    },
+    "fusion[blend+factors, cold-answering part]": {
+        "components": [
+            {
+                "type": "fusion",
+                "params": {
+                    "components": [{"type": "itemknn"}, {"type": "content", "params": {"vectors": "genres"}}],
+                    "weights": [0.5, 0.5],
+                },
+            },
+            {"type": "two_tower", "params": {"text": False, "epochs": 2}},
+        ],
+        "weights": [0.6, 0.4],
+    },
 }
+
+
+def quick_params(model_type: str) -> dict:
+    cls = get_model_class(model_type)
+    params = dict(QUICK.get(model_type, {}))
+    if cls.epoch_param is not None:
+        params[cls.epoch_param] = 2
+    return params
+
+
+def export_cases() -> dict[str, tuple[str, dict]]:
+    cases = {name: (name, quick_params(name)) for name in exportable_models() if name != "fusion"}
+    cases.update({label: ("fusion", params) for label, params in FUSIONS.items()})
+    return cases
+
+
+CASES = export_cases()
 
 
 @pytest.fixture(scope="module")
@@ -67,31 +89,62 @@ def data(ml100k_small):
 
 
 @pytest.fixture(scope="module")
-def exported(data, tmp_path_factory):
-    """Each case fitted on all data, its state written and read back."""
-    out = {}
-    for case, (model_type, params) in CASES.items():
-        model = create_model(model_type, params, seed=0).fit(data)
-        folder = write_state(model, tmp_path_factory.mktemp(case) / "state", ExportConfig())[0]
-        out[case] = (model, TopKScorer.load(folder))
-    return out
+def shipped(tmp_path_factory):
+    """The scoring package as it ships with a model: copied, and imported from the copy under
+    another name (so a passing test cannot be the installed package answering)."""
+    folder = ship_code(tmp_path_factory.mktemp("code"))
+    name = "shipped_scoring_under_test"
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    yield module
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[key]
+
+
+def _fit_and_ship(case, data, shipped, folder):
+    model_type, params = CASES[case]
+    model = create_model(model_type, params, seed=0).fit(data)
+    return model, shipped.TopKScorer.load(write_state(model, folder, ExportConfig()))
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_scorer_answers_exactly_what_the_model_answers(case, exported, data):
-    model, scorer = exported[case]
-    ids = [int(u) for u in data.index.users[:25]] + [COLD, UNKNOWN]
+def test_the_shipped_scorer_answers_as_the_trained_model(case, data, shipped, tmp_path):
+    model, scorer = _fit_and_ship(case, data, shipped, tmp_path / "state")
+    assert type(scorer.root).__module__.startswith("shipped_scoring_under_test")
+    assert scorer.root.kind == model.scorer().kind
     users = np.arange(data.n_users)
-    np.testing.assert_array_equal(scorer.score(users), model.score(users))
+    np.testing.assert_allclose(scorer.score(users), model.score(users), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(scorer.personalised(users), model.personalised(users))
-    pd.testing.assert_frame_equal(scorer.recommend(ids, k=10), model.recommend(ids, k=10))
-    for uid in ids[:4]:  # one user per request: the serving fast path gives the same answer
-        pd.testing.assert_frame_equal(scorer.recommend([uid], k=10), model.recommend([uid], k=10))
-    extra = {ids[0]: [int(data.index.items[5]), int(data.index.items[7])]}
-    pd.testing.assert_frame_equal(
-        scorer.recommend(ids[:3], k=4, exclude_items=[extra[ids[0]], None, []]),
-        model.recommend(ids[:3], k=4, exclude_items=extra),
-    )
+
+    known = [int(u) for u in data.index.users[np.flatnonzero(data.user_counts > 0)[:12]]]
+    ids = [*known, COLD, UNKNOWN]
+    banned = {known[0]: [int(i) for i in data.index.items[:3]], COLD: [int(data.index.items[0])]}
+    for exclude in (None, banned):
+        want = model.recommend(ids, k=10, exclude_items=exclude)
+        got = scorer.recommend(ids, k=10, exclude_items=[exclude.get(u) for u in ids] if exclude else None)
+        assert got[C.USER].tolist() == want[C.USER].tolist()
+        assert got[C.ITEM].tolist() == want[C.ITEM].tolist()
+        assert got[C.RANK].tolist() == want[C.RANK].tolist()
+        assert got[C.PERSONALISED].tolist() == want[C.PERSONALISED].tolist()
+        np.testing.assert_allclose(got[C.SCORE], want[C.SCORE], rtol=1e-5, atol=1e-5)
+    by_user = want.groupby(C.USER, sort=False)[C.PERSONALISED].first()
+    assert not by_user[UNKNOWN]
+    assert by_user[COLD] == bool(model.personalised(data.index.user_index([COLD]))[0])
+
+
+# ------------------------------------------------------------------ requests and the fallback
+
+
+@pytest.fixture(scope="module")
+def exported(data, shipped, tmp_path_factory):
+    out = {}
+    for case in ("popularity", "ease", "als", "fusion[one-hot]", "fusion[static+item_item, minmax]"):
+        out[case] = _fit_and_ship(case, data, shipped, tmp_path_factory.mktemp("state") / "state")
+    return out
 
 
 def test_cold_and_unknown_users_get_the_popularity_fallback(exported, data):
@@ -102,7 +155,7 @@ def test_cold_and_unknown_users_get_the_popularity_fallback(exported, data):
         rows = recs[recs[C.USER] == uid]
         assert rows[C.ITEM].tolist() == popular and not rows[C.PERSONALISED].any()
     # a blend with a part that handles cold users answers a cold user itself, as the model does
-    blend_model, blend = exported["fusion_minmax"]
+    blend_model, blend = exported["fusion[static+item_item, minmax]"]
     assert blend.recommend([COLD], k=3)[C.PERSONALISED].all()
     assert blend_model.recommend([COLD], k=3)[C.PERSONALISED].all()
 
@@ -145,59 +198,39 @@ def test_k_per_row_and_ids_as_text(exported, data):
         ({"user_ids": list(range(10_001))}, "at most 10000 rows"),
     ],
 )
-def test_bad_requests_are_refused_with_the_row_and_field(exported, data, kwargs, message):
+def test_bad_requests_are_refused_with_the_row_and_field(exported, data, shipped, kwargs, message):
     _, scorer = exported["popularity"]
     kwargs = {"user_ids": [int(data.index.users[0])], **kwargs}
-    with pytest.raises(RequestError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(shipped.RequestError, match=message.replace("(", r"\(").replace(")", r"\)")):
         scorer.recommend(**kwargs)
 
 
-def test_empty_request_and_k_above_the_catalogue(exported):
+def test_empty_request_and_k_above_the_catalogue(exported, shipped):
     _, scorer = exported["popularity"]
     assert list(scorer.recommend([], k=5).columns) == [C.USER, C.ITEM, C.RANK, C.SCORE, C.PERSONALISED]
-    scorer_small = TopKScorer(
-        scorer.root, scorer.users, scorer.items, scorer.seen, scorer.popularity, {"max_k": 5000}
-    )
-    everything = scorer_small.recommend(["nobody"], k=5000)
+    wide = shipped.TopKScorer(scorer.root, scorer.users, scorer.items, scorer.ctx, {"max_k": 5000})
+    everything = wide.recommend(["nobody"], k=5000)
     assert len(everything) == scorer.n_items  # a list is never longer than the catalogue
 
 
-def test_top_k_matches_the_evaluators_ranking():
-    rng = np.random.default_rng(0)
-    scores = rng.integers(0, 5, size=(40, 30)).astype(np.float32)  # many ties
-    scores[rng.random(scores.shape) < 0.2] = -np.inf
-    for k in (1, 5, 30, 35):
-        got = top_k(scores, k)
-        want = reference_topk(scores, k)
-        np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_array_equal(got[1], want[1])
-
-
-def test_save_state_rejects_a_spec_that_does_not_match_the_index(data, tmp_path):
+def test_save_state_rejects_a_scorer_that_does_not_match_the_index(data, tmp_path):
     pop = data.item_counts.astype(np.float32)
+    index = (data.index.users, data.index.items, data.matrix, pop)
+    bad = scoring.Factors(users=np.zeros((data.n_users, 4)), items=np.zeros((3, 4)))
     with pytest.raises(ValueError, match="factors array 'items' has shape"):
-        tree = {
-            "kind": "factors",
-            "arrays": {"users": np.zeros((data.n_users, 4)), "items": np.zeros((3, 4))},
-        }
-        save_state(tmp_path, tree, data.index.users, data.index.items, data.matrix, pop)
-    with pytest.raises(ValueError, match="unknown scorer kind 'mystery'"):
-        save_state(tmp_path, {"kind": "mystery"}, data.index.users, data.index.items, data.matrix, pop)
+        scoring.save_state(tmp_path, bad, *index)
     with pytest.raises(ValueError, match="blend has 1 parts but weights"):
-        tree = {
-            "kind": "blend",
-            "params": {"weights": [0.5, 0.5]},
-            "parts": [{"kind": "static", "arrays": {"scores": pop}}],
-        }
-        save_state(tmp_path, tree, data.index.users, data.index.items, data.matrix, pop)
+        blend = scoring.Blend(members=[scoring.Static(scores=pop)], weights=np.array([0.5, 0.5]))
+        scoring.save_state(tmp_path, blend, *index)
+    with pytest.raises(ValueError, match="unknown scorer kind 'computed'"):
+        scoring.save_state(tmp_path, scoring.Computed(function=lambda u: None), *index)
 
 
-# ------------------------------------------------------------------ standalone: no training code
+# ------------------------------------------------------------------ shipped: no training code
 
 ALLOWED_TOP_LEVEL = {
     "__future__",
     "contextlib",
-    "warnings",
     "dataclasses",
     "json",
     "math",
@@ -209,24 +242,32 @@ ALLOWED_TOP_LEVEL = {
     "scipy",
     "mlflow",
     "pydantic",
-    "recsys_scorer",
+    SHIPPED_NAME,
 }
 
 
-@pytest.mark.parametrize("name", ["recsys_scorer.py", "recsys_pyfunc.py"])
-def test_shipped_modules_import_only_numpy_pandas_scipy_and_mlflow(name):
-    tree = ast.parse((STANDALONE / name).read_text())
-    top = set()
-    for node in tree.body:
+def _imports(path) -> tuple[set[str], set[str]]:
+    """(top-level absolute imports, absolute imports anywhere) of a module."""
+    tree = ast.parse(path.read_text())
+    top, nested = set(), set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            top |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            top.add((node.module or "").split(".")[0])
+            names = {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = {(node.module or "").split(".")[0]}
+        else:
+            continue
+        nested |= names
+        if node in tree.body:
+            top |= names
+    return top, nested
+
+
+@pytest.mark.parametrize("path", [*sorted(SCORING_CODE.glob("*.py")), MODEL_CODE], ids=lambda p: p.name)
+def test_shipped_modules_import_only_numpy_pandas_scipy_and_mlflow(path):
+    top, nested = _imports(path)
     assert top <= ALLOWED_TOP_LEVEL, top - ALLOWED_TOP_LEVEL
-    nested = {
-        a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names
-    }
-    assert nested <= ALLOWED_TOP_LEVEL | {"torch"}  # torch only inside the NeuMF functions
+    assert nested <= ALLOWED_TOP_LEVEL | {"torch"}  # torch only inside the NeuMF scorer
 
 
 BLOCKER = textwrap.dedent(
@@ -234,7 +275,7 @@ BLOCKER = textwrap.dedent(
     import importlib.abc, sys
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("personalize", "torchrec", "recbole", "implicit"):
+            if name.split(".")[0] in ("personalize", "torchrec", "recbole", "implicit", "torch"):
                 raise ImportError(f"{name} must not be needed to serve")
     sys.meta_path.insert(0, Block())
     """
@@ -242,14 +283,15 @@ BLOCKER = textwrap.dedent(
 
 
 def test_the_state_is_served_in_a_process_that_cannot_import_the_training_code(exported, data, tmp_path):
-    model, _ = exported["fusion_rrf"]
-    folder = write_state(model, tmp_path / "state", ExportConfig())[0]
+    model, _ = exported["fusion[static+item_item, minmax]"]
+    folder = write_state(model, tmp_path / "state", ExportConfig())
+    code = ship_code(tmp_path / "code")
     ids = [int(u) for u in data.index.users[:5]] + [COLD, UNKNOWN]
     script = BLOCKER + textwrap.dedent(
         f"""
-        sys.path.insert(0, {str(STANDALONE)!r})
-        import json, recsys_scorer
-        scorer = recsys_scorer.TopKScorer.load({str(folder)!r})
+        sys.path.insert(0, {str(code.parent)!r})
+        import json, {SHIPPED_NAME}
+        scorer = {SHIPPED_NAME}.TopKScorer.load({str(folder)!r})
         frame = scorer.recommend({ids!r}, k=6)
         print(json.dumps(frame.to_dict(orient="list")))
         assert not any(m.startswith("personalize") for m in sys.modules)

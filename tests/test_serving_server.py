@@ -17,8 +17,8 @@ import mlflow
 import pytest
 import requests
 
+from personalize.config.serving import ExportConfig
 from personalize.serving import Candidate, export_champion
-from personalize.serving.config import ExportConfig
 from personalize.serving.export import EXAMPLE_REQUEST
 
 ROOT = Path(__file__).parents[1]

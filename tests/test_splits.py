@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personalize import columns as C
-from personalize.evaluation.splits import SplitConfig, check_split, half_even, make_split
+from personalize.config import SplitConfig
+from personalize.core import columns as C
+from personalize.data.splits import check_split, half_even, make_split
 
 ALL = ["user_temporal", "global_temporal", "leave_last_out", "user_stratified", "item_stratified"]
 

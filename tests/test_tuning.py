@@ -10,12 +10,14 @@ import yaml
 from typer.testing import CliRunner
 
 from personalize.cli import app
-from personalize.config import load_experiment
-from personalize.errors import ConfigError
+from personalize.core.errors import ConfigError
 from personalize.models.baselines.recent_popularity import RecentPopularity
+from personalize.recipe import load_experiment
 from personalize.tracking.search import cross_leaderboard
 from personalize.tuning import tune
-from personalize.tuning.session import StudyOutcome, counted, final_config
+from personalize.tuning.final import final_config
+from personalize.tuning.results import StudyOutcome
+from personalize.tuning.studies import counted
 
 TRIALS = 3
 
@@ -172,7 +174,7 @@ def test_final_comparison_has_intervals_and_paired_tests(session):
     assert diff == pytest.approx(
         board.loc["recent_popularity", "ndcg@10"] - board.loc["recent_popularity (default)", "ndcg@10"]
     )
-    champion = result.champion()
+    champion = result.best_on_test()
     assert champion["label"] == result.leaderboard.iloc[0]["model"] and champion["final_model_run_id"]
     artifacts = {a.path for a in client.list_artifacts(result.session_run_id)}
     assert {

@@ -8,9 +8,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from personalize.config import load_experiment
-from personalize.errors import ConfigError
-from personalize.tuning.config import SearchDimension
+from personalize.config.tuning import SearchDimension
+from personalize.core.errors import ConfigError
+from personalize.recipe import load_experiment
 
 ROOT = Path(__file__).parents[1]
 
@@ -109,7 +109,7 @@ def test_dimension_alone_infers_its_type():
 
 def test_studies_start_from_the_default_params_moved_into_the_space():
     from personalize.models.collaborative.als import ALSConfig
-    from personalize.tuning.session import default_point
+    from personalize.tuning.studies import default_point
 
     assert SearchDimension(low=10, high=400, step=10).nearest(104) == 100
     assert SearchDimension(low=10, high=400).nearest(1000) == 400

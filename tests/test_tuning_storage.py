@@ -12,13 +12,15 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from threadpoolctl import threadpool_info
 
+from personalize.config import SplitConfig
+from personalize.core.errors import ConfigError
 from personalize.data.matrix import IdIndex, InteractionData
-from personalize.errors import ConfigError
-from personalize.evaluation import SplitConfig, make_split, make_target
+from personalize.data.splits import make_split
+from personalize.evaluation import make_target
 from personalize.evaluation.monitor import ValidationMonitor
 from personalize.models import create_model
-from personalize.tuning.session import fail_stale, requeue_lost
 from personalize.tuning.storage import HEARTBEAT_ATTR, HeartbeatJournalStorage, open_storage, parse_storage
+from personalize.tuning.studies import fail_stale, requeue_lost
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from personalize.config import load_experiment
+from personalize.recipe import load_experiment
 from personalize.tuning import tune
-from personalize.tuning.session import counted, is_lost
+from personalize.tuning.studies import counted, is_lost
 
 WORKER = r"""
 import os, signal, sys, time

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from personalize.errors import PersonalizeError
+from personalize.core.errors import PersonalizeError
 
 app = typer.Typer(
     add_completion=False,
@@ -63,12 +63,34 @@ def run(
 
 
 @app.command()
+def msr(
+    experiment: Annotated[
+        Path,
+        typer.Argument(metavar="EXPERIMENT", help="The benchmark experiment (experiments/ml100k_msr.yaml)."),
+    ],
+    overrides: OverrideOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    no_track: NoTrackOpt = False,
+) -> None:
+    """Microsoft Recommenders' MovieLens benchmark: run the experiment, print NDCG@10 and MAP with
+    intervals over split seeds beside the published best row, and log the table."""
+    from personalize.reports.comparison import msr_report
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    try:
+        msr_report(experiment, overrides, track=not no_track, echo=typer.echo)
+    except PersonalizeError as exc:
+        _fail(exc)
+
+
+@app.command()
 def validate(
     experiment: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
     overrides: OverrideOpt = None,
 ) -> None:
     """Check an experiment file (unknown keys, bad values) and print it with defaults filled in."""
-    from personalize.config import load_experiment
+    from personalize.recipe import load_experiment
 
     try:
         typer.echo(load_experiment(experiment, overrides).to_yaml())
@@ -79,7 +101,7 @@ def validate(
 @app.command()
 def defaults() -> None:
     """Print every experiment key with its default and description, and every model's params."""
-    from personalize.config import describe_defaults
+    from personalize.recipe import describe_defaults
 
     typer.echo(describe_defaults())
 
@@ -101,8 +123,8 @@ def ingest(
     overrides: OverrideOpt = None,
 ) -> None:
     """Ingest and validate the data only: print the report, write data/processed/."""
-    from personalize.config import load_experiment
     from personalize.data.ingest import ingest as run_ingest
+    from personalize.recipe import load_experiment
 
     try:
         config = load_experiment(experiment, overrides)
@@ -253,7 +275,7 @@ def export(
     """Export a run's champion (best validation metric among exportable models): refit it on all the
     data, log it as a self-contained MLflow model, register it and move the champion alias to it."""
     from personalize.serving.export import export_run
-    from personalize.tracking.registry import latest_parent_run
+    from personalize.tracking.records import latest_parent_run
 
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri

@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 
 from contract import COLD_USER
-from personalize import columns as C
+from personalize.config import SplitConfig
+from personalize.core import columns as C
 from personalize.data.matrix import IdIndex, InteractionData
-from personalize.evaluation import SplitConfig, make_split, make_target
+from personalize.data.splits import make_split
+from personalize.evaluation import make_target
 
 
 @pytest.fixture(scope="session")

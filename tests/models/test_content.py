@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from contract import RecommenderContract
-from personalize import columns as C
+from personalize.config import SplitConfig
+from personalize.core import columns as C
 from personalize.data.matrix import IdIndex, InteractionData
-from personalize.evaluation import SplitConfig, make_split
+from personalize.data.splits import make_split
 from personalize.models import create_model
 
 

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from contract import COLD_USER, RecommenderContract, score_from_spec
-from personalize import columns as C
-from personalize.errors import ConfigError
-from personalize.evaluation import EvaluationConfig, Evaluator
+from contract import COLD_USER, RecommenderContract
+from personalize.config import EvaluationConfig
+from personalize.core import columns as C
+from personalize.core.errors import ConfigError
+from personalize.evaluation import Evaluator
 from personalize.evaluation.monitor import ValidationMonitor
 from personalize.models import Recommender, create_model
-from personalize.models.hybrid.fusion import transform, weight_candidates
+from personalize.models.hybrid.fusion import weight_candidates
+from personalize.scoring import transform
 
 EASE = {"type": "ease", "params": {"l2": 50.0}}
 GENRES = {"type": "content", "params": {"vectors": "genres"}}
@@ -23,21 +25,22 @@ class TestFusionMinmax(RecommenderContract):
     model_type = "fusion"
     params = {"components": [EASE, GENRES], "weights": [0.7, 0.3]}
 
-    def test_export_spec_reproduces_the_scores(self, fitted, contract_data):
-        spec = fitted.export_spec()
+    def test_blend_matches_a_reference_written_apart(self, fitted, contract_data):
         users = np.arange(10)
-        expected = fitted.score(users)
-        np.testing.assert_allclose(reference_blend(spec, users, fitted.seen_), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(reference_blend(fitted, users), fitted.score(users), rtol=1e-5, atol=1e-6)
 
 
 class TestFusionRRF(TestFusionMinmax):
     params = {"components": [ALS, GENRES], "method": "rrf", "weights": [0.5, 0.5]}
 
 
-def reference_blend(spec, users, seen) -> np.ndarray:
-    """Scores of a 'blend' spec, user by user, written independently of the model's code."""
-    parts = [np.asarray(score_from_spec(p, users, seen), dtype=np.float64) for p in spec.parts]
-    weights = spec.params["weights"]
+def reference_blend(model, users) -> np.ndarray:
+    """The fusion's scores, user by user from its components' scores, written independently of
+    the scoring code's blend."""
+    seen = model.seen_
+    parts = [np.asarray(c.score(users), dtype=np.float64) for c in model.components_]
+    weights = list(model.weights_)
+    method, rrf_k = model.config.method, model.config.rrf_k
     positive = [i for i, w in enumerate(weights) if w > 0]
     if len(positive) == 1:
         return parts[positive[0]]
@@ -47,30 +50,28 @@ def reference_blend(spec, users, seen) -> np.ndarray:
         candidates[seen[u].indices] = False
         for w, s in zip(weights, parts):
             x = s[row]
-            if spec.params["method"] == "minmax":
+            if method == "minmax":
                 lo, hi = x[candidates].min(), x[candidates].max()
                 value = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
             else:
                 order = sorted(np.flatnonzero(candidates), key=lambda i: (-x[i], i))
                 value = np.zeros_like(x)
                 for rank, i in enumerate(order, start=1):
-                    value[i] = 1.0 / (spec.params["rrf_k"] + rank)
+                    value[i] = 1.0 / (rrf_k + rank)
             out[row] += w * value
     return out
 
 
 @pytest.mark.parametrize("method", ["minmax", "rrf"])
-def test_export_spec_reproduces_the_blend(contract_data, method):
+def test_the_scorer_is_a_blend_of_the_components_scorers(contract_data, method):
     _, _, train, _ = contract_data
     model = create_model(
         "fusion", {"components": [EASE, GENRES], "method": method, "weights": [0.6, 0.4]}
     ).fit(train)
-    spec = model.export_spec()
-    assert spec.kind == "blend" and [p.kind for p in spec.parts] == ["item_item", "factors"]
+    scorer = model.scorer()
+    assert scorer.kind == "blend" and [p.kind for p in scorer.parts] == ["item_item", "factors"]
     users = np.arange(8)
-    np.testing.assert_allclose(
-        reference_blend(spec, users, model.seen_), model.score(users), rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(reference_blend(model, users), model.score(users), rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import torch
 
 from contract import IterativeContract
 from personalize.models import create_model
-from personalize.models.neural.spec import neumf_scores
 from personalize.models.neural.training import NegativeSampler
 
 PARAMS = {"factors": 8, "mlp_embedding": 8, "mlp_layers": [16, 8], "epochs": 3, "batch_size": 512}
@@ -16,17 +15,14 @@ class TestNeuMF(IterativeContract):
     params = PARAMS
 
 
-def test_exported_spec_scores_with_numpy_only(contract_data):
-    _, index, train, _ = contract_data
+def test_the_scorer_reads_the_networks_weights_and_saves_them_as_arrays(contract_data):
+    _, _, train, _ = contract_data
     model = create_model("neumf", {**PARAMS, "dropout": 0.1}, seed=1).fit(train)
-    spec = model.export_spec()
-    assert spec.kind == "neumf"
-    assert all(isinstance(v, np.ndarray) for v in spec.arrays.values())
-    users = np.flatnonzero(model.personalised(np.arange(index.n_users)))  # cold users: popularity
-    assert len(users) == index.n_users - 1
-    np.testing.assert_allclose(
-        neumf_scores(spec.arrays, spec.params, users), model.score(users), rtol=1e-5, atol=1e-5
-    )
+    scorer = model.scorer()
+    assert scorer.kind == "neumf" and scorer.mlp_layers == [16, 8]
+    arrays, params = scorer.state()
+    assert all(isinstance(v, np.ndarray) for v in arrays.values())
+    assert params == {"factors": 8, "mlp_embedding": 8, "mlp_layers": [16, 8]}
 
 
 def test_all_items_scoring_matches_the_pairwise_forward(contract_data):

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from contract import IterativeContract
-from personalize import columns as C
+from personalize.config import EvaluationConfig, SplitConfig
+from personalize.core import columns as C
+from personalize.core.errors import ConfigError
 from personalize.data.matrix import IdIndex, InteractionData
-from personalize.errors import ConfigError
-from personalize.evaluation import EvaluationConfig, Evaluator, SplitConfig, make_split
+from personalize.data.splits import make_split
+from personalize.evaluation import Evaluator
 from personalize.models import create_model
 from personalize.models.hybrid import towers
 from personalize.models.hybrid.two_tower_features import encode_column

@@ -1,6 +1,6 @@
 """Data ingestion: read, validate, de-duplicate, quarantine, fingerprint."""
 
-from personalize.data.config import DataConfig, TableSource, TimestampConfig
+from personalize.config.data import DataConfig, TableSource, TimestampConfig
 from personalize.data.ingest import Dataset, IngestReport, ingest
 from personalize.data.movielens import load_movielens_100k
 

@@ -10,9 +10,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from personalize import columns as C
+from personalize.config import SplitConfig, SplitName
+from personalize.core import columns as C
 from personalize.data.ingest import Dataset
-from personalize.evaluation.splits import SplitConfig, SplitName, make_split
+from personalize.data.splits import make_split
 
 SPLITS: tuple[SplitName, ...] = (
     "user_temporal",

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from personalize import columns as C
-from personalize.data.config import DataConfig, TableSource
+from personalize.config.data import DataConfig, TableSource
+from personalize.core import columns as C
+from personalize.core.errors import DataError
+from personalize.core.paths import processed_dir
 from personalize.data.readers import ROW, read_table
 from personalize.data.validate import (
     LIST_ATTRIBUTES,
@@ -34,8 +36,6 @@ from personalize.data.validate import (
     parse_timestamps,
     schema_failures,
 )
-from personalize.errors import DataError
-from personalize.paths import processed_dir
 
 QUARANTINE_COLUMNS = [C.Q_TABLE, C.Q_SOURCE, C.Q_ROW, C.Q_REASON, "detail", C.Q_VALUES]
 

@@ -7,7 +7,6 @@ are broken by item index, i.e. by ascending item ID.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -15,7 +14,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from personalize import columns as C
+from personalize.core import columns as C
+from personalize.scoring.ids import positions
 
 
 @dataclass(frozen=True)
@@ -48,28 +48,12 @@ class IdIndex:
         return len(self.items)
 
     def user_index(self, ids) -> np.ndarray:
-        """Indices of raw user IDs; -1 for unknown users."""
-        return _lookup(self.users, ids)
+        """Indices of raw user IDs; -1 for unknown users ('196' finds user 196 and back)."""
+        return positions(self.users, ids)
 
     def item_index(self, ids) -> np.ndarray:
         """Indices of raw item IDs; -1 for items not in the catalogue."""
-        return _lookup(self.items, ids)
-
-
-def _lookup(index: pd.Index, ids) -> np.ndarray:
-    """Positions of ``ids`` in ``index`` (-1 where absent), casting '196' to 196 and back when
-    the ID types differ; an ID that cannot be cast (e.g. 'nobody' for integer IDs) is absent."""
-    ids = pd.Index(ids)
-    if ids.dtype == index.dtype:
-        return index.get_indexer(ids).astype(np.int64)
-    try:
-        return index.get_indexer(ids.astype(index.dtype)).astype(np.int64)
-    except (ValueError, TypeError, OverflowError):
-        out = np.full(len(ids), -1, dtype=np.int64)
-        for pos, value in enumerate(ids):
-            with contextlib.suppress(ValueError, TypeError, OverflowError):
-                out[pos] = index.get_indexer(pd.Index([value]).astype(index.dtype))[0]
-        return out
+        return positions(self.items, ids)
 
 
 @dataclass(frozen=True)

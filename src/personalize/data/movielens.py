@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from personalize import columns as C
-from personalize.data.config import DataConfig, TableSource
-from personalize.errors import DataError
+from personalize.config.data import DataConfig, TableSource
+from personalize.core import columns as C
+from personalize.core.errors import DataError
 
 NAME = "ml-100k"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from personalize.data.config import REQUIRED_COLUMNS, TableSource
-from personalize.errors import DataError
-from personalize.paths import project_root
+from personalize.config.data import REQUIRED_COLUMNS, TableSource
+from personalize.core.errors import DataError
+from personalize.core.paths import project_root
 
 ROW = "_row"  # 1-based data row number in the source file (header excluded)
 

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from personalize import columns as C
-from personalize.data.config import DataConfig, TimestampConfig
+from personalize.config.data import DataConfig, TimestampConfig
+from personalize.core import columns as C
 
 # an offset after a time of day: '...T10:00Z', '... 10:00:00.5+02:00', '...T10:00-0500'
 _ISO_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$")

@@ -1,6 +1,6 @@
 """The one evaluator: full ranking over the catalogue, seen items excluded, every metric per user.
 
-Scoring runs in blocks of users sized to a memory budget (:func:`ranking.block_size`), so a
+Scoring runs in blocks of users sized to a memory budget (:func:`personalize.scoring.block_size`), so a
 users x items score matrix of the whole catalogue never exists at once; each block is masked,
 reduced to its top K, and dropped.
 """
@@ -9,65 +9,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import Field
 
-from personalize import columns as C
-from personalize.data.config import StrictModel
+from personalize.config.evaluation import EvaluationConfig
+from personalize.core import columns as C
+from personalize.core.metrics import MetricName
 from personalize.data.matrix import IdIndex, csr_from_pairs
 from personalize.evaluation import metrics as M
-from personalize.evaluation.modes import ModeName, get_mode
-from personalize.evaluation.ranking import block_size, mask_seen, topk
+from personalize.evaluation.modes import get_mode
+from personalize.scoring import block_size, topk
+from personalize.scoring import mask as mask_seen
 
 
 class Scorer(Protocol):
     """Anything that scores users against the catalogue (every model does)."""
 
     def score(self, users: np.ndarray) -> np.ndarray: ...
-
-
-class EvaluationConfig(StrictModel):
-    """How models are evaluated (the ``evaluation:`` block of an experiment file)."""
-
-    ks: list[int] = Field(default=[5, 10, 20], description="Cut-offs K for every @K metric.")
-    mode: ModeName = Field(
-        default="protocol",
-        description="Metric definitions: protocol, or a peer's (recbole, msr, ranx) reproduced exactly.",
-    )
-    min_rating: float | None = Field(
-        default=None,
-        description="Relevance threshold: only test rows with rating >= this are relevant (null: all).",
-    )
-    gains: Literal["binary", "graded"] = Field(
-        default="binary", description="NDCG gains: binary, or graded by the test rating."
-    )
-    primary_metric: str = Field(
-        default="ndcg@10", description="Metric that ranks the leaderboard and picks the best model."
-    )
-    bootstrap_resamples: int = Field(default=1000, ge=100, description="Bootstrap resamples for intervals.")
-    confidence: float = Field(default=0.95, gt=0, lt=1, description="Confidence level of the intervals.")
-    paired_test: Literal["t", "wilcoxon", "permutation"] = Field(
-        default="t", description="Paired test of each model against the best, on per-user values."
-    )
-    memory_budget_mb: int = Field(
-        default=256, ge=8, description="Memory for one block of users' scores during ranking."
-    )
-
-    def model_post_init(self, __context) -> None:
-        if sorted(set(self.ks)) != self.ks or min(self.ks) < 1:
-            raise ValueError(f"evaluation.ks must be ascending positive integers, got {self.ks}")
-        metric, _, k = self.primary_metric.partition("@")
-        if metric not in M.ACCURACY + M.BEYOND + ("map_r", "ndcg_burges") or not k.isdigit():
-            raise ValueError(
-                f"evaluation.primary_metric {self.primary_metric!r} is not like 'ndcg@10' "
-                f"(metrics: {', '.join(M.ACCURACY)})"
-            )
-        if int(k) not in self.ks:
-            raise ValueError(f"evaluation.primary_metric uses K={k}, which is not in evaluation.ks {self.ks}")
 
 
 @dataclass(frozen=True)
@@ -184,6 +145,7 @@ class Evaluator:
     def __init__(self, config: EvaluationConfig | None = None, item_genres: sp.csr_matrix | None = None):
         self.config = config or EvaluationConfig()
         self.mode = get_mode(self.config.mode)
+        M.get_metric(self.config.primary.metric)  # an unknown metric fails here, not after ranking
         self.item_genres = item_genres
         self._genres = None if item_genres is None else np.asarray(item_genres.toarray(), dtype=np.float32)
 
@@ -238,40 +200,21 @@ class Evaluator:
             items = np.hstack([items, pad])
         items = items[:, : self.kmax]
         graded = cfg.gains == "graded" and not mode.binary_only
-        place_values = M.lookup(items, target.relevant)
-        hits = place_values > 0
         n_rel = target.n_rows if mode.relevance_count == "rows" else target.n_relevant
-        ideal = None
-        if graded:
-            ideal = _sorted_gains(target.relevant, self.kmax)
-        per_user = M.accuracy_metrics(
-            hits,
-            n_rel,
-            ks,
-            gains=place_values if graded else None,
-            ideal_gains=ideal,
-            map_denominator="relevant" if mode.map_denominator == "relevant" else "min",
+        lists = M.Lists(
+            items=items,
+            gains=M.lookup(items, target.relevant),
+            n_relevant=n_rel,
+            mode=mode,
+            graded=graded,
+            ideal=_sorted_gains(target.relevant, self.kmax) if graded else None,
+            item_counts=target.item_counts,
+            n_seen_rows=target.n_seen_rows,
+            genres=self._genres,
+            catalogue=target.seen_items if mode.coverage_base == "train_items" else target.index.n_items,
+            ks=tuple(ks),
         )
-        if mode.also_map_relevant:
-            extra = M.accuracy_metrics(hits, n_rel, ks, map_denominator="relevant")
-            per_user.update({f"map_r@{k}": extra[f"map@{k}"] for k in ks})
-        if mode.ndcg_burges:
-            g = place_values if graded else hits.astype(np.float64)
-            ideal_b = ideal if graded else None
-            burges = M.accuracy_metrics(
-                hits,
-                n_rel,
-                ks,
-                gains=np.exp2(g) - 1.0,
-                ideal_gains=None if ideal_b is None else np.exp2(ideal_b) - 1.0,
-            )
-            per_user.update({f"ndcg_burges@{k}": burges[f"ndcg@{k}"] for k in ks})
-        diversity = M.diversity_at(items, ks, self._genres) if self._genres is not None else {}
-        for k in ks:
-            per_user[f"novelty@{k}"] = M.novelty(items, k, target.item_counts, target.n_seen_rows)
-            per_user[f"popularity@{k}"] = M.popularity(items, k, target.item_counts)
-            if k in diversity:
-                per_user[f"diversity@{k}"] = diversity[k]
+        per_user = M.compute_per_user(lists)
 
         # which users each metric is averaged over
         has_rel = n_rel > 0
@@ -280,15 +223,12 @@ class Evaluator:
         summary: dict[str, float] = {}
         for col, values in per_user.items():
             mask = base
-            if mode.predicted_users_only and col.split("@")[0] in ("precision", "recall", "map", "map_r"):
+            if mode.predicted_users_only and M.get_metric(MetricName.parse(col).metric).predicted_only:
                 mask = base & predicted
             selected = values[mask]
             finite = selected[~np.isnan(selected)]
             summary[col] = float(finite.mean()) if len(finite) else 0.0
-        catalogue = {}
-        denom = target.seen_items if mode.coverage_base == "train_items" else target.index.n_items
-        for k in ks:
-            catalogue[f"coverage@{k}"] = M.coverage(items[base], k, denom)
+        catalogue = M.compute_catalogue(lists, base)
         if mode.decimals is not None:
             summary = {k: round(v, mode.decimals) for k, v in summary.items()}
             catalogue = {k: round(v, mode.decimals) for k, v in catalogue.items()}

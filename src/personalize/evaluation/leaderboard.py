@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from personalize.evaluation.evaluator import EvaluationConfig, EvaluationResult
+from personalize.config import EvaluationConfig
+from personalize.evaluation.evaluator import EvaluationResult
 from personalize.evaluation.stats import bootstrap_ci, holm, paired_test
 
 SHOWN = (

@@ -34,8 +34,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ModeName = Literal["protocol", "recbole", "msr", "ranx"]
-
 
 @dataclass(frozen=True)
 class Mode:

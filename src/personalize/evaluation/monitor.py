@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from personalize.evaluation.evaluator import EvalTarget, EvaluationConfig, Evaluator
+from personalize.config import EvaluationConfig
+from personalize.core.metrics import MetricName
+from personalize.evaluation.evaluator import EvalTarget, Evaluator
 from personalize.models.base import EpochReport, Recommender
 
 
@@ -36,13 +39,25 @@ class ValidationMonitor:
     best_epoch: int | None = None
 
     def __post_init__(self) -> None:
-        k = int(self.metric.split("@")[1])
+        k = MetricName.parse(self.metric).k
         self._evaluator = Evaluator(EvaluationConfig(ks=[k], mode=self.mode, primary_metric=self.metric))
         self._since_best = 0
 
     @property
     def metric_key(self) -> str:
-        return "valid_" + self.metric.replace("@", "_at_")
+        return MetricName.parse(self.metric).prefixed("valid")
+
+    @property
+    def n_users(self) -> int:
+        """Users of the validation part."""
+        return len(self.target.users)
+
+    def fresh(self) -> ValidationMonitor:
+        """An unused copy on the same target and rule, without callbacks (for a hybrid's
+        component that trains on its own)."""
+        return dataclasses.replace(
+            self, history=[], best_value=float("-inf"), best_epoch=None, on_epoch=None, on_report=None
+        )
 
     def evaluate(self, model: Recommender) -> float:
         """The monitored validation metric of ``model`` (nothing recorded)."""

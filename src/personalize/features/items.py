@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from personalize import columns as C
+from personalize.core import columns as C
 
 VectorSource = Literal["genres", "tfidf", "dense"]
 VECTOR_SOURCES: tuple[str, ...] = ("genres", "tfidf", "dense")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from personalize import columns as C
+from personalize.core import columns as C
 from personalize.data.matrix import InteractionData
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from personalize import columns as C
-from personalize.paths import cache_dir
+from personalize.core import columns as C
+from personalize.core.paths import cache_dir
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384

@@ -4,71 +4,48 @@ Every model is a small class with a typed config (``Config``), ``fit(data) -> se
 scoring call over the catalogue, and save/load. Conventions, the same for every model:
 
 - Learned state ends in ``_``; the config is never mutated by fitting.
+- A fitted model answers through its scorer (:meth:`Recommender.scorer`): one of the kinds of
+  :mod:`personalize.scoring` built from the learned state. The exported model ships the same
+  scoring code and data, so what is evaluated is what serves.
 - ``score(users)`` returns float32 scores (users x catalogue items) for user *indices*; higher
   is better; ``-inf`` marks an item the model cannot recommend. Seen items are *not* removed
   by ``score`` (the evaluator and ``recommend`` exclude them), so scores stay reusable.
 - A user with no training interactions (a cold user) gets the popularity of the training data
-  as scores, unless the model declares ``handles_cold_users`` (it uses side information).
+  as scores, unless the model declares ``handles_cold_users`` (it uses side information); the
+  rule is :meth:`personalize.scoring.Scorer.personalised`.
 - ``recommend(user_ids, k)`` works on raw IDs: seen items excluded, an unknown user (not in the
   index) gets the popularity fallback, and ``personalised`` says which users were answered by
   the model itself.
 - Stochastic models take ``seed`` (a plain int) and are deterministic given it.
 - Models that select settings on validation (``uses_validation``, e.g. a fusion weight) also
-  receive the monitor and call ``monitor.evaluate(model)`` to score a candidate.
+  receive the monitor (a :class:`Validator`) and call ``monitor.evaluate(model)`` to score a
+  candidate.
 - Iterative models report to an :class:`EpochMonitor` after every epoch (training loss, then
   validation NDCG@10 via the evaluator), keep the state of their best epoch, and expose it as
   ``best_epoch_``; ``selected_config()`` returns the config to refit with (epochs = best epoch).
-- ``export_spec()`` describes the fitted scoring as plain arrays (:class:`ScorerSpec`), so that
-  an exported artifact can serve it without this package's training code.
 - ``save(path)`` writes ``model.json`` (type, config, seed) and arrays as ``.npy`` plus ID maps
   as Parquet; ``Recommender.load(path)`` restores any model without refitting.
+- A class with a ``name`` registers itself under it (:mod:`personalize.models.registry`): a new
+  model is one module anywhere under ``personalize/models/``.
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from personalize import columns as C
-from personalize.data.config import StrictModel
+from personalize import scoring
+from personalize.config.model import ModelConfig
+from personalize.core import columns as C
 from personalize.data.matrix import IdIndex, InteractionData
-from personalize.evaluation.ranking import block_size, mask_seen, topk
-
-
-class ModelConfig(StrictModel):
-    """Base of every model's config (unknown keys are rejected)."""
-
-
-@dataclass
-class ScorerSpec:
-    """How a fitted model scores, as plain data, for serving without the training code.
-
-    ``kind`` is one of (score of user u for all items, before seen items are excluded):
-
-    - ``static``: ``arrays["scores"]`` (items,) -- the same for every user;
-    - ``item_item``: ``arrays["weights"]`` (items x items, dense or CSR) -- ``seen[u] @ weights``;
-    - ``factors``: ``arrays["users"]`` (users x d), ``arrays["items"]`` (items x d) --
-      ``users[u] @ items.T``;
-    - ``neumf``: ``arrays`` = a PyTorch ``state_dict`` as NumPy arrays, ``params`` = architecture;
-    - ``blend``: ``parts`` (specs) combined with ``params["weights"]`` by ``params["method"]``
-      ('minmax': per-user min-max normalised weighted sum; 'rrf': weighted reciprocal-rank fusion
-      with constant ``params["rrf_k"]``).
-
-    The user index, item index, seen items and popularity fallback are stored beside the spec
-    (they are common to every model).
-    """
-
-    kind: str
-    arrays: dict[str, Any] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    parts: list[ScorerSpec] = field(default_factory=list)
+from personalize.models.registry import MODELS
 
 
 @dataclass
@@ -86,6 +63,24 @@ class EpochMonitor(Protocol):
     def __call__(self, model: Recommender, epoch: int, loss: float | None) -> EpochReport: ...
 
 
+@runtime_checkable
+class Validator(Protocol):
+    """A monitor that can also score a candidate on validation (models that choose settings on
+    validation, e.g. fusion weights, need one). ``fresh()`` is an unused copy for a component."""
+
+    metric: str
+
+    def evaluate(self, model: Recommender) -> float: ...
+
+    def fresh(self) -> Validator: ...
+
+    @property
+    def n_users(self) -> int: ...
+
+    @property
+    def history(self) -> list[dict]: ...
+
+
 class Recommender(ABC):
     """Base class: shared fitting bookkeeping, cold-start fallback, ranking, persistence."""
 
@@ -100,6 +95,11 @@ class Recommender(ABC):
     #: iterative models: the config field that counts epochs; ``selected_config`` sets it to the
     #: best epoch, so that a refit on more data trains as long as validation chose
     epoch_param: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            MODELS.register(cls.name, cls)
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, seed: int = 0):
         if isinstance(config, ModelConfig):
@@ -163,8 +163,21 @@ class Recommender(ABC):
         return self.index_.n_items
 
     @abstractmethod
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        """Scores for known users (indices), shape (len(users), n_items)."""
+    def _scorer(self) -> scoring.Scorer:
+        """The fitted model's scorer (a kind of :mod:`personalize.scoring`, built from the
+        learned state; cheap: it wraps arrays, it does not copy them)."""
+
+    def scorer(self) -> scoring.Scorer:
+        """The scorer every answer of this model goes through (``handles_cold_users`` set)."""
+        self._check_fitted()
+        scorer = self._scorer()
+        scorer.handles_cold_users = type(self).handles_cold_users
+        return scorer
+
+    @property
+    def context(self) -> scoring.Context:
+        """What the scorer reads besides its own data: seen items, popularity, history lengths."""
+        return scoring.Context(self.seen_, self.popularity_, self.user_history_)
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """Scores (float32, users x items) for user indices; -1 marks an unknown user.
@@ -172,25 +185,11 @@ class Recommender(ABC):
         Cold users (no training interactions) and unknown users get the popularity fallback
         unless the model ``handles_cold_users``; unknown users always do.
         """
-        self._check_fitted()
-        users = np.asarray(users, dtype=np.int64)
-        out = np.empty((len(users), self.n_items), dtype=np.float32)
-        personal = self.personalised(users)
-        if personal.any():
-            out[personal] = self._score(users[personal])
-        if (~personal).any():
-            out[~personal] = self.popularity_
-        return out
+        return self.scorer().answer(np.asarray(users, dtype=np.int64), self.context)
 
     def personalised(self, users: np.ndarray) -> np.ndarray:
         """True for users the model answers itself (not the popularity fallback)."""
-        users = np.asarray(users, dtype=np.int64)
-        known = users >= 0
-        if self.handles_cold_users:
-            return known
-        history = np.zeros(len(users), dtype=np.int64)
-        history[known] = self.user_history_[users[known]]
-        return known & (history > 0)
+        return self.scorer().personalised(np.asarray(users, dtype=np.int64), self.user_history_)
 
     def recommend(
         self,
@@ -205,44 +204,27 @@ class Recommender(ABC):
         """
         self._check_fitted()
         user_ids = np.asarray(list(user_ids), dtype=object)
-        idx = self.index_.user_index(user_ids)
-        items = np.full((len(idx), k), -1, dtype=np.int64)
-        values = np.full((len(idx), k), -np.inf, dtype=np.float32)
-        step = block_size(self.n_items)
-        for start in range(0, len(idx), step):
-            block = idx[start : start + step]
-            scores = self.score(block)
-            if exclude_seen:
-                known = (block >= 0).astype(np.float32)
-                seen = sp.diags(known) @ self.seen_[np.where(block >= 0, block, 0)]
-                mask_seen(scores, sp.csr_matrix(seen))
-            if exclude_items:
-                for row, uid in enumerate(user_ids[start : start + step]):
-                    extra = self.index_.item_index(list(exclude_items.get(uid, [])))
-                    scores[row, extra[extra >= 0]] = -np.inf
-            items[start : start + step], values[start : start + step] = topk(scores, k)
-        personal = self.personalised(idx)
-        rows, ranks = np.nonzero(items >= 0)
-        return pd.DataFrame(
-            {
-                C.USER: user_ids[rows],
-                C.ITEM: self.index_.items[items[rows, ranks]].to_numpy(),
-                C.RANK: (ranks + 1).astype(np.int32),
-                C.SCORE: values[rows, ranks],
-                C.PERSONALISED: personal[rows],
-            }
+        exclude = None
+        if exclude_items:
+            exclude = [
+                self.index_.item_index(list(exclude_items[uid])) if uid in exclude_items else None
+                for uid in user_ids
+            ]
+        rows, items, ranks, values, personal = scoring.rank_rows(
+            self.scorer(),
+            self.context,
+            self.index_.user_index(user_ids),
+            np.full(len(user_ids), k, dtype=np.int64),
+            exclude,
+            exclude_seen,
         )
+        return scoring.frame(user_ids[rows], self.index_.items[items].to_numpy(), ranks, values, personal)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "index_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(data) first")
 
     # -------------------------------------------------------------------- persistence
-
-    def export_spec(self) -> ScorerSpec:
-        """The model's scoring as data (see :class:`ScorerSpec`); models that cannot be served
-        without their training code raise ``NotImplementedError`` (and set ``exportable``)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot be exported")
 
     def _state(self) -> dict[str, np.ndarray | sp.spmatrix]:
         """Learned arrays to save (subclasses)."""
@@ -268,58 +250,24 @@ class Recommender(ABC):
         pd.DataFrame({C.USER: self.index_.users}).to_parquet(path / "users.parquet", index=False)
         pd.DataFrame({C.ITEM: self.index_.items}).to_parquet(path / "items.parquet", index=False)
         state = {"seen": self.seen_, "popularity": self.popularity_, **self._state()}
-        arrays = path / "arrays"
-        arrays.mkdir(exist_ok=True)
-        for key, value in state.items():
-            if sp.issparse(value):
-                csr = sp.csr_matrix(value)
-                np.save(arrays / f"{key}.indptr.npy", csr.indptr)
-                np.save(arrays / f"{key}.indices.npy", csr.indices)
-                np.save(arrays / f"{key}.data.npy", csr.data)
-                np.save(arrays / f"{key}.shape.npy", np.asarray(csr.shape, dtype=np.int64))
-            else:
-                np.save(arrays / f"{key}.npy", np.asarray(value), allow_pickle=False)
+        scoring.save_arrays(path / "arrays", state)
         return path
 
     @staticmethod
     def load(path: str | Path) -> Recommender:
         """Load any saved model (its class is read from model.json)."""
-        from personalize.models.registry import get_model_class
-
         path = Path(path)
         meta = json.loads((path / "model.json").read_text())
-        cls = get_model_class(meta["model"])
+        cls = MODELS.get(meta["model"])
         model = cls(meta["config"], seed=meta["seed"])
         model.best_epoch_ = meta.get("best_epoch")
         model.epochs_run_ = meta.get("epochs_run", 0)
         users = pd.read_parquet(path / "users.parquet")[C.USER]
         items = pd.read_parquet(path / "items.parquet")[C.ITEM]
         model.index_ = IdIndex(pd.Index(users), pd.Index(items))
-        state = load_arrays(path / "arrays")
+        state = scoring.load_arrays(path / "arrays")
         model.seen_ = state.pop("seen").tocsr()
         model.popularity_ = state.pop("popularity")
         model.user_history_ = np.diff(model.seen_.indptr).astype(np.int64)
         model._set_state(state)
         return model
-
-
-def load_arrays(folder: Path) -> dict[str, np.ndarray | sp.csr_matrix]:
-    """Read arrays written by :meth:`Recommender.save` (CSR matrices from their parts)."""
-    out: dict[str, Any] = {}
-    sparse_keys = {p.name[: -len(".indptr.npy")] for p in folder.glob("*.indptr.npy")}
-    for key in sparse_keys:
-        shape = tuple(np.load(folder / f"{key}.shape.npy"))
-        out[key] = sp.csr_matrix(
-            (
-                np.load(folder / f"{key}.data.npy"),
-                np.load(folder / f"{key}.indices.npy"),
-                np.load(folder / f"{key}.indptr.npy"),
-            ),
-            shape=shape,
-        )
-    for p in folder.glob("*.npy"):
-        key = p.name[: -len(".npy")]
-        if key.split(".")[0] in sparse_keys and "." in key:
-            continue
-        out[key] = np.load(p, allow_pickle=False)
-    return out

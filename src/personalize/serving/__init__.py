@@ -1,9 +1,8 @@
 """Serving: export the champion as a self-contained MLflow model, load it, serve it.
 
-``export_champion`` (also ``personalize export RUN_ID`` and ``export: {enabled: true}`` in an
-experiment file) chooses, refits, logs, registers and promotes; ``standalone/`` holds what ships
-inside the model. Names are imported on first use, so that the typed ``export:`` config can be
-imported by the experiment loader without importing the recipe.
+``export_champion`` (candidates plus their dataset) and ``export_run`` (a logged run) choose,
+refit, log, register and promote; ``standalone/`` holds the MLflow model file that ships with
+the scoring package (:mod:`personalize.scoring`). Names are imported on first use.
 """
 
 from __future__ import annotations
@@ -12,17 +11,16 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ExportConfig": "personalize.serving.config",
-    "Candidate": "personalize.serving.export",
-    "ExportError": "personalize.serving.export",
+    "Candidate": "personalize.serving.champion",
+    "ExportError": "personalize.serving.champion",
+    "choose_champion": "personalize.serving.champion",
     "ExportResult": "personalize.serving.export",
-    "candidates_from_result": "personalize.serving.export",
-    "choose_champion": "personalize.serving.export",
     "export_champion": "personalize.serving.export",
     "export_run": "personalize.serving.export",
     "recommendations_frame": "personalize.serving.export",
-    "refit_on_all_data": "personalize.serving.export",
-    "write_state": "personalize.serving.export",
+    "all_data": "personalize.serving.state",
+    "refit_on_all_data": "personalize.serving.state",
+    "write_state": "personalize.serving.state",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from personalize.evaluation.leaderboard import ModelOutcome, SeedOutcome, format_leaderboard
 from personalize.evaluation.plots import learning_curve, metric_vs_k
+from personalize.evaluation.protocol import protocol_text
 from personalize.evaluation.stats import bootstrap_ci
 from personalize.tracking.store import RunHandle, Tracker, git_state, package_versions
 
@@ -96,7 +97,6 @@ class ExperimentLogger:
     # ---------------------------------------------------------------- parent run: inputs
 
     def _log_start(self, dataset, prepared: dict) -> None:
-        from personalize.recipe import protocol_text
 
         cfg = self.config
         p = self.parent

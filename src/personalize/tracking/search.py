@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from personalize.errors import ConfigError
+from personalize.core.errors import ConfigError
 from personalize.tracking.store import KIND_TAG, PARENT_TAG, _client, metric_key, tracking_uri
 
 

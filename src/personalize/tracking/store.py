@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from personalize.paths import default_artifact_root, default_tracking_uri, project_root
+from personalize.core.paths import default_artifact_root, default_tracking_uri, project_root
 
 KIND_TAG = "personalize.kind"  # experiment | session | model | seed | trial
 PARENT_TAG = "mlflow.parentRunId"

@@ -30,6 +30,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from personalize.evaluation.protocol import protocol_text
 from personalize.tracking.store import RunHandle, Tracker, git_state, metric_key, package_versions
 
 RUN_ATTR = "mlflow_run_id"
@@ -205,3 +206,72 @@ class TuningLogger:
 
     def ui_command(self) -> str:
         return self.tracker.ui_command()
+
+
+# ---------------------------------------------------------------- what the runs hold
+
+
+def session_logger(
+    config,
+    marker_study,
+    created: bool,
+    *,
+    storage: str,
+    metric: str,
+    data_name: str,
+    data_fingerprint: str,
+    split_params: dict[str, Any],
+) -> TuningLogger:
+    """The session run (created, or rejoined through ``marker_study``) with its params, texts and
+    tags: the budget, storage, metric, data, split, seeds and models, config and protocol."""
+    tuning = config.tuning
+    params = {
+        "tuning": tuning.model_dump(mode="json"),
+        "storage": storage,
+        "metric": metric,
+        "reproducible": tuning.timeout_minutes is None,
+        "data": {"name": data_name, "fingerprint": data_fingerprint},
+        "split": split_params,
+        "seeds": config.seeds,
+        "models": [m.label for m in config.models],
+    }
+    texts = {"config.yaml": config.to_yaml(), "protocol.md": protocol_text()}
+    logger = TuningLogger(config, marker_study, created, params, texts)
+    logger.session.set_tags(
+        {
+            "tuning.trials": tuning.trials,
+            "tuning.budget": "wall time (not reproducible)" if tuning.timeout_minutes else "trials",
+            "dataset_fingerprint": data_fingerprint,
+            "split": config.split.name,
+        }
+    )
+    return logger
+
+
+def study_metrics(summary: dict[str, Any], metric: str) -> dict[str, float]:
+    """A model study run's metrics from a study summary (``StudyOutcome.summary()``)."""
+    metrics = {
+        f"best_valid_{metric_key(metric)}": summary["best valid"],
+        "best_trial": summary["best trial"],
+        "best_epoch": summary["best epoch"],
+        "trials_complete": summary["complete"],
+        "trials_pruned": summary["pruned"],
+        "trials_failed": summary["failed"],
+        "trials_retried": summary["retried"],
+        "epochs_trained": summary["epochs trained"],
+        "epochs_in_pruned_trials": summary["epochs in pruned trials"],
+        "epoch_budget_not_run": summary["epoch budget not run (pruned)"],
+        "study_seconds": summary["seconds"],
+    }
+    return {k: v for k, v in metrics.items() if v is not None}
+
+
+def trials_table(study) -> pd.DataFrame:
+    """Every trial of an Optuna study: number, value, params, state, user attributes, seconds."""
+    trials = study.trials_dataframe(attrs=("number", "value", "params", "state", "user_attrs", "duration"))
+    trials = trials.drop(
+        columns=[c for c in trials.columns if c.endswith("selected_params")], errors="ignore"
+    )
+    if "duration" in trials:
+        trials["duration"] = trials["duration"].dt.total_seconds()
+    return trials

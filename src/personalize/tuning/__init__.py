@@ -3,7 +3,7 @@ iterative models, persistent and resumable studies, logged to MLflow, and a fina
 the tuned models on test.
 
 ``tune(config)`` (also ``personalize tune EXPERIMENT``) is the entry point. Names are imported
-on first use, so that the typed config (:mod:`personalize.tuning.config`) can be imported by the
+on first use, so that the typed config (:mod:`personalize.config.tuning`) can be imported by the
 experiment loader without importing the recipe.
 """
 
@@ -13,8 +13,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "SearchDimension": "personalize.tuning.config",
-    "TuningConfig": "personalize.tuning.config",
+    "SearchDimension": "personalize.config.tuning",
+    "TuningConfig": "personalize.config.tuning",
     "tune": "personalize.tuning.session",
     "TuningResult": "personalize.tuning.session",
     "StudyOutcome": "personalize.tuning.session",

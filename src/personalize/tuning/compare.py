@@ -1,12 +1,7 @@
-"""Statistics of a tuning session: tuned versus default on test, and what pruning saves.
-
-- :func:`tuned_vs_default`: for each tuned model and its untuned self (same split, same seeds),
-  the difference of the per-user primary metric (each user's value averaged over seeds), its
-  95% bootstrap interval over users, a paired test, and Holm-adjusted p-values across models.
-- :func:`compare_pruning`: the same study (same seeded sampler, same budget) with and without
-  the pruner, in memory; reports the epochs each trained, the share pruning saved, and whether
-  the pruned study's best validation value lies inside the bootstrap interval (over validation
-  users) of the unpruned study's best.
+"""What pruning saves: :func:`compare_pruning` runs the same study (same seeded sampler, same
+budget) with and without the pruner, in memory, and reports the epochs each trained, the share
+pruning saved, and whether the pruned study's best validation value lies inside the bootstrap
+interval (over validation users) of the unpruned study's best.
 """
 
 from __future__ import annotations
@@ -14,59 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import numpy as np
+import optuna
 import pandas as pd
 
 from personalize.config import ExperimentConfig
-from personalize.evaluation.evaluator import EvaluationConfig
-from personalize.evaluation.leaderboard import ModelOutcome
-from personalize.evaluation.stats import bootstrap_ci, holm, paired_test
+from personalize.evaluation.stats import bootstrap_ci
 from personalize.models.registry import get_model_class
-
-
-def tuned_vs_default(
-    outcomes: list[ModelOutcome], pairs: list[tuple[str, str]], config: EvaluationConfig, seed: int = 0
-) -> pd.DataFrame:
-    """One row per (tuned, default) pair: means, difference with interval, p-values.
-
-    difference = mean over users of (tuned - default) of the primary metric on test; the
-    interval is the percentile bootstrap of that mean; ``p`` is the paired test of the
-    evaluation block (t, wilcoxon or permutation); ``p (Holm)`` adjusts across the pairs;
-    ``significant`` means ``p (Holm)`` < 1 - confidence.
-    """
-    primary = config.primary_metric
-    by_label = {o.label: o for o in outcomes}
-    rows = []
-    for tuned, default in pairs:
-        if tuned not in by_label or default not in by_label:
-            continue
-        a = by_label[tuned].per_user("test")[primary].rename("tuned")
-        b = by_label[default].per_user("test")[primary].rename("default")
-        joined = pd.concat([a, b], axis=1, join="inner").dropna()
-        diff = joined["tuned"] - joined["default"]
-        lo, hi = bootstrap_ci(diff.to_numpy(), config.bootstrap_resamples, config.confidence, seed)
-        mean_default = float(by_label[default].summary("test")[primary])
-        mean_tuned = float(by_label[tuned].summary("test")[primary])
-        rows.append(
-            {
-                "model": tuned,
-                "users": len(joined),
-                f"tuned {primary}": mean_tuned,
-                f"default {primary}": mean_default,
-                "difference": mean_tuned - mean_default,
-                "difference low": lo,
-                "difference high": hi,
-                "relative %": 100 * (mean_tuned - mean_default) / mean_default if mean_default else np.nan,
-                "p": paired_test(
-                    joined["tuned"].to_numpy(), joined["default"].to_numpy(), config.paired_test, seed
-                ),
-            }
-        )
-    table = pd.DataFrame(rows)
-    if len(table):
-        table["p (Holm)"] = holm(table["p"].tolist())
-        table["significant"] = table["p (Holm)"] < 1 - config.confidence
-    return table
+from personalize.recipe import load_data, prepare_split
+from personalize.tuning.objective import Objective
+from personalize.tuning.studies import open_study, run_trials, start_from_defaults, summarise
 
 
 def compare_pruning(
@@ -83,15 +34,6 @@ def compare_pruning(
     epochs saved %, seconds of each, best value of each, the unpruned best's bootstrap interval
     over validation users, and ``within interval``.
     """
-    from personalize.recipe import load_data, prepare_split
-    from personalize.tuning.session import (
-        Objective,
-        open_study,
-        run_trials,
-        start_from_defaults,
-        summarise,
-    )
-
     say = echo or (lambda _m: None)
     base = config.tuning.model_copy(update={"storage": "memory"})
     if trials is not None:
@@ -104,7 +46,6 @@ def compare_pruning(
     )
     dataset = load_data(config)
     prepared = prepare_split(dataset, config, seed)
-    import optuna
 
     rows = []
     for spec in config.models:

@@ -38,7 +38,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from personalize.errors import ConfigError
+from personalize.core.errors import ConfigError
 
 HEARTBEAT_ATTR = "personalize:heartbeat"
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
@@ -69,7 +69,7 @@ def default_storage_url() -> str:
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         return f"sqlite:///{Path(uri[len('sqlite:///') :]).parent / 'optuna.db'}"
-    from personalize.paths import mlruns_dir
+    from personalize.core.paths import mlruns_dir
 
     return f"sqlite:///{mlruns_dir() / 'optuna.db'}"
 

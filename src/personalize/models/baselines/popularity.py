@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from personalize import scoring
+from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
+from personalize.models.base import EpochMonitor, Recommender
 
 
 class PopularityConfig(ModelConfig):
@@ -14,16 +16,13 @@ class PopularityConfig(ModelConfig):
 
 class StaticScores(Recommender):
     """Base of models that give every user the same item scores ``scores_`` (fitted by the
-    subclass): scoring, persistence and export are shared."""
+    subclass): scoring (kind ``static``) and persistence are shared."""
 
     family = "baseline"
     handles_cold_users = True
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.scores_, (len(users), self.n_items)).copy()
-
-    def export_spec(self) -> ScorerSpec:
-        return ScorerSpec("static", {"scores": self.scores_})
+    def _scorer(self) -> scoring.Static:
+        return scoring.Static(scores=self.scores_)
 
     def _state(self):
         return {"scores": self.scores_}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from personalize import scoring
+from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender
+from personalize.models.base import EpochMonitor, Recommender
 
 
 class RandomConfig(ModelConfig):
@@ -27,7 +29,10 @@ class RandomRecommender(Recommender):
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
         pass
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
+    def _scorer(self) -> scoring.Computed:
+        return scoring.Computed(function=self._random_scores)
+
+    def _random_scores(self, users: np.ndarray) -> np.ndarray:
         out = np.empty((len(users), self.n_items), dtype=np.float32)
         for row, user in enumerate(users):
             out[row] = np.random.default_rng([self.seed, int(user)]).random(self.n_items, dtype=np.float32)

@@ -14,8 +14,9 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from personalize import scoring
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender, ScorerSpec
+from personalize.models.base import EpochMonitor, Recommender
 
 
 class _StopTraining(Exception):
@@ -65,11 +66,8 @@ class ImplicitMF(Recommender):
         self.user_factors_ = np.ascontiguousarray(self.user_factors_, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(self.item_factors_, dtype=np.float32)
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return self.user_factors_[users] @ self.item_factors_.T
-
-    def export_spec(self) -> ScorerSpec:
-        return ScorerSpec("factors", {"users": self.user_factors_, "items": self.item_factors_})
+    def _scorer(self) -> scoring.Factors:
+        return scoring.Factors(users=self.user_factors_, items=self.item_factors_)
 
     def _state(self):
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import ModelConfig
 from personalize.models.collaborative._implicit import ImplicitMF
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
+from personalize import scoring
+from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
+from personalize.models.base import EpochMonitor, Recommender
 
 
 class EASEConfig(ModelConfig):
@@ -30,11 +32,8 @@ class EASE(Recommender):
         np.fill_diagonal(b, 0.0)
         self.weights_ = b.astype(np.float32)
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray(self.seen_[users] @ self.weights_, dtype=np.float32)
-
-    def export_spec(self) -> ScorerSpec:
-        return ScorerSpec("item_item", {"weights": self.weights_})
+    def _scorer(self) -> scoring.ItemItem:
+        return scoring.ItemItem(weights=self.weights_)
 
     def _state(self):
         return {"weights": self.weights_}

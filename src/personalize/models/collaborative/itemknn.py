@@ -6,8 +6,10 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from personalize import scoring
+from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
+from personalize.models.base import EpochMonitor, Recommender
 
 
 class ItemKNNConfig(ModelConfig):
@@ -49,11 +51,8 @@ class ItemKNN(Recommender):
             shape=(n, n),
         )
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return np.asarray((self.seen_[users] @ self.weights_).todense(), dtype=np.float32)
-
-    def export_spec(self) -> ScorerSpec:
-        return ScorerSpec("item_item", {"weights": self.weights_})
+    def _scorer(self) -> scoring.ItemItem:
+        return scoring.ItemItem(weights=self.weights_)
 
     def _state(self):
         return {"weights": self.weights_}

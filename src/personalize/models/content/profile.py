@@ -9,11 +9,13 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
-from personalize import columns as C
+from personalize import scoring
+from personalize.config.model import ModelConfig
+from personalize.core import columns as C
 from personalize.data.matrix import InteractionData
 from personalize.features.items import VectorSource, item_vectors, l2_normalise
 from personalize.features.profiles import user_profiles
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
+from personalize.models.base import EpochMonitor, Recommender
 
 if TYPE_CHECKING:
     from personalize.features.index import VectorIndex
@@ -81,8 +83,8 @@ class ContentBased(Recommender):
         self.user_profiles_ = l2_normalise(profiles)
         self.__dict__.pop("_vector_index", None)
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return self.user_profiles_[users] @ self.item_vectors_.T
+    def _scorer(self) -> scoring.Factors:
+        return scoring.Factors(users=self.user_profiles_, items=self.item_vectors_)
 
     # ------------------------------------------------------------------ vector search
 
@@ -124,9 +126,6 @@ class ContentBased(Recommender):
         )
 
     # -------------------------------------------------------------------- persistence
-
-    def export_spec(self) -> ScorerSpec:
-        return ScorerSpec("factors", {"users": self.user_profiles_, "items": self.item_vectors_})
 
     def _state(self) -> dict[str, np.ndarray | sp.spmatrix]:
         return {"item_vectors": self.item_vectors_, "user_profiles": self.user_profiles_}

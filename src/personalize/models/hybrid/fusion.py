@@ -23,7 +23,6 @@ contribute their own fallback (training popularity). A user no component answers
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 from typing import Any, Literal
@@ -32,11 +31,12 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field, field_validator, model_validator
 
-from personalize.data.config import StrictModel, check_grid, grid_points
+from personalize import scoring
+from personalize.config.base import StrictModel, check_grid, grid_points
+from personalize.config.model import ModelConfig
+from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
-from personalize.errors import ConfigError
-from personalize.evaluation.monitor import ValidationMonitor
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender, ScorerSpec
+from personalize.models.base import EpochMonitor, Recommender, Validator
 from personalize.models.registry import create_model, get_model_class
 
 _DEFAULT_GRID = [round(0.1 * i, 1) for i in range(11)]
@@ -143,7 +143,7 @@ class Fusion(Recommender):
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
         c = self.config
         searching = c.weights is None or any(spec.grid for spec in c.components)
-        if searching and not isinstance(monitor, ValidationMonitor):
+        if searching and not isinstance(monitor, Validator):
             raise ConfigError(
                 "fusion: weights (and component grids) are chosen on validation, so fit needs a "
                 "ValidationMonitor (the recipe passes one); or set params.weights and drop the grids"
@@ -169,8 +169,8 @@ class Fusion(Recommender):
         if c.weights is not None:
             self.weights_ = np.asarray(c.weights, dtype=np.float64)
             return
-        assert isinstance(monitor, ValidationMonitor)
-        self._cache = self._new_cache(len(monitor.target.users))
+        assert isinstance(monitor, Validator)
+        self._cache = self._new_cache(monitor.n_users)
         best: tuple[float, np.ndarray] | None = None
         try:
             for candidate in weight_candidates(c.weight_grid, len(self.components_)):
@@ -190,15 +190,8 @@ class Fusion(Recommender):
         """Fit one component; an iterative one gets its own copy of the validation monitor."""
         model = create_model(model_type, params, self.seed)
         sub_monitor = None
-        if isinstance(monitor, ValidationMonitor) and (model.iterative or model.uses_validation):
-            sub_monitor = dataclasses.replace(
-                monitor,
-                history=[],
-                best_value=float("-inf"),
-                best_epoch=None,
-                on_epoch=None,
-                on_report=None,
-            )
+        if isinstance(monitor, Validator) and (model.iterative or model.uses_validation):
+            sub_monitor = monitor.fresh()
         model.fit(data, sub_monitor)
         return model, list(sub_monitor.history) if sub_monitor else []
 
@@ -221,64 +214,18 @@ class Fusion(Recommender):
 
     # ------------------------------------------------------------------------ scoring
 
-    def personalised(self, users: np.ndarray) -> np.ndarray:
-        """True where at least one component answers the user itself."""
-        users = np.asarray(users, dtype=np.int64)
-        out = np.zeros(len(users), dtype=bool)
-        for model in self.components_:
-            out |= model.personalised(users)
-        return out
-
-    def _single(self) -> int | None:
-        """The component whose weight is 1 while the others are 0, if any."""
-        positive = np.flatnonzero(self.weights_ > 0)
-        return int(positive[0]) if len(positive) == 1 else None
-
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        single = self._single()
-        if single is not None:
-            return self.components_[single].score(users)
-        parts = self._parts(users)
-        out = np.zeros((len(users), self.n_items), dtype=np.float64)
-        veto = np.zeros((len(users), self.n_items), dtype=bool)
-        for weight, part in zip(self.weights_, parts):
-            if weight <= 0:
-                continue
-            finite = np.isfinite(part)
-            veto |= ~finite
-            out += weight * np.where(finite, part, 0.0)
-        out[veto] = -np.inf
-        return out.astype(np.float32)
-
-    def _parts(self, users: np.ndarray) -> list[np.ndarray]:
-        """Each component's normalised scores (minmax) or reciprocal ranks (rrf) for ``users``."""
-        cache = getattr(self, "_cache", None)
-        key = users.tobytes()
-        if cache is not None and key in cache:
-            return cache[key]
-        seen = self.seen_[users]
-        parts = [
-            transform(model.score(users), seen, self.config.method, self.config.rrf_k)
-            for model in self.components_
-        ]
-        if cache is not None:
-            cache[key] = parts
-        return parts
+    def _scorer(self) -> scoring.Blend:
+        """Kind ``blend`` over the components' scorers; while weights are searched, the parts'
+        transformed scores are cached per block of users (``_cache``)."""
+        return scoring.Blend(
+            members=[model.scorer() for model in self.components_],
+            weights=self.weights_,
+            method=self.config.method,
+            rrf_k=self.config.rrf_k,
+            cache=getattr(self, "_cache", None),
+        )
 
     # -------------------------------------------------------------------- persistence
-
-    def export_spec(self) -> ScorerSpec:
-        return ScorerSpec(
-            "blend",
-            params={
-                "method": self.config.method,
-                "weights": [float(w) for w in self.weights_],
-                "rrf_k": self.config.rrf_k,
-                "candidates": "unseen",  # min / max and ranks over the user's unseen items
-                "single_part_raw": True,  # one-hot weights: that part's scores, unnormalised
-            },
-            parts=[model.export_spec() for model in self.components_],
-        )
 
     def _state(self) -> dict[str, np.ndarray | sp.spmatrix]:
         state: dict[str, Any] = {"fusion_weights": self.weights_}
@@ -313,37 +260,3 @@ class Fusion(Recommender):
             prefix = f"c{i}__"
             model._set_state({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
             self.components_.append(model)
-
-
-def transform(scores: np.ndarray, seen: sp.csr_matrix, method: str, rrf_k: float = 60.0) -> np.ndarray:
-    """One component's scores (users x items) made comparable across components.
-
-    Candidates are the finite scores of items the user has not seen. ``minmax``:
-    (s - min) / (max - min) over the candidates (0 for a constant row; seen items are mapped by
-    the same formula); ``rrf``: 1 / (rrf_k + rank) with rank 1-based among the candidates by
-    descending score, ties by item index, and 0 for seen items. ``-inf`` stays ``-inf``.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    finite = np.isfinite(s)
-    seen_mask = np.zeros(s.shape, dtype=bool)
-    if seen.nnz:
-        rows, cols = seen.nonzero()
-        seen_mask[rows, cols] = True
-    candidate = finite & ~seen_mask
-    if method == "minmax":
-        masked_lo = np.where(candidate, s, np.inf).min(axis=1, initial=np.inf)
-        masked_hi = np.where(candidate, s, -np.inf).max(axis=1, initial=-np.inf)
-        has = candidate.any(axis=1)
-        lo = np.where(has, masked_lo, 0.0)[:, None]
-        span = np.where(has, masked_hi - np.where(has, masked_lo, 0.0), 0.0)[:, None]
-        out = np.divide(s - lo, span, out=np.zeros_like(s), where=(span > 0) & finite)
-    elif method == "rrf":
-        ranked = np.where(candidate, s, -np.inf)
-        order = np.argsort(-ranked, axis=1, kind="stable")
-        ranks = np.empty_like(order)
-        np.put_along_axis(ranks, order, np.arange(1, s.shape[1] + 1)[None, :], axis=1)
-        out = np.where(candidate, 1.0 / (rrf_k + ranks), 0.0)
-    else:
-        raise ValueError(f"unknown fusion method {method!r}; choose minmax or rrf")
-    out[~finite] = -np.inf
-    return out

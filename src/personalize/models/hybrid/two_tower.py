@@ -34,7 +34,8 @@ score(u, i) = <user(u), item(i)> / temperature + b(i), where the item bias b(i) 
 output of the item tower (``item_bias``), so that cold items get a popularity prior from their
 features. Export: kind ``factors`` with the user tower's output of every indexed user (divided
 by the temperature, plus a column of ones) and the item tower's output of every catalogue item
-(plus its bias), so serving needs no torch.
+(plus its bias): the ``factors`` scorer, so serving needs no torch. While training, the user
+vectors of every indexed user are computed once per set of weights (in chunks of 4096 users).
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from personalize import columns as C
+from personalize import scoring
+from personalize.core import columns as C
 from personalize.data.matrix import InteractionData
-from personalize.models.base import ScorerSpec
 from personalize.models.hybrid.towers import Backend, TableSpec, Tower, TwoTowerNet, resolve_backend
 from personalize.models.hybrid.two_tower_features import (
     EntityFeatures,
@@ -319,6 +320,7 @@ class TwoTower(TorchRecommender):
 
     def _invalidate(self) -> None:
         self.__dict__.pop("user_vectors_", None)
+        self.__dict__.pop("_scored_factors", None)
         self.__dict__.pop("item_vectors_", None)
 
     @torch.no_grad()
@@ -342,11 +344,14 @@ class TwoTower(TorchRecommender):
             self.item_vectors_ = self._vectors(self.net_.item, self.item_features_, np.arange(self.n_items))
         return self.item_vectors_
 
-    def _user_matrix(self, users: np.ndarray) -> np.ndarray:
-        if "user_vectors_" in self.__dict__:
-            return self.user_vectors_[users]
-        self.net_.eval()
-        return self._vectors(self.net_.user, self.user_features_, np.asarray(users, dtype=np.int64))
+    def _user_matrix(self) -> np.ndarray:
+        """The user tower's output for every indexed user (computed once per set of weights)."""
+        if "user_vectors_" not in self.__dict__:
+            self.net_.eval()
+            self.user_vectors_ = self._vectors(
+                self.net_.user, self.user_features_, np.arange(self.index_.n_users)
+            )
+        return self.user_vectors_
 
     def _factors(self, user_vectors: np.ndarray, item_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tower outputs as factors whose dot product is the score: users scaled by
@@ -357,15 +362,15 @@ class TwoTower(TorchRecommender):
         ones = np.ones((len(users), 1), dtype=np.float32)
         return np.hstack([users, ones]), item_vectors  # items: out_dim outputs and the bias
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        u, v = self._factors(self._user_matrix(users), self._item_matrix())
-        return u @ v.T
+    def _scorer(self) -> scoring.Factors:
+        if "_scored_factors" not in self.__dict__:
+            self._scored_factors = self._factors(self._user_matrix(), self._item_matrix())
+        users, items = self._scored_factors
+        return scoring.Factors(users=users, items=items)
 
     def _finish(self, data: InteractionData) -> None:
         self._item_matrix()
-        self.user_vectors_ = self._vectors(
-            self.net_.user, self.user_features_, np.arange(self.index_.n_users)
-        )
+        self._user_matrix()
         for attr in (
             "_pairs",
             "_context",
@@ -376,10 +381,6 @@ class TwoTower(TorchRecommender):
             "optimizer_",
         ):
             self.__dict__.pop(attr, None)
-
-    def export_spec(self) -> ScorerSpec:
-        users, items = self._factors(self.user_vectors_, self.item_vectors_)
-        return ScorerSpec("factors", {"users": users, "items": items}, {"model": "two_tower"})
 
     # ---------------------------------------------------------------------------- persistence
 

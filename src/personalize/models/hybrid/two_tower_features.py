@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from personalize.errors import ConfigError
+from personalize.core.errors import ConfigError
 
 
 @dataclass

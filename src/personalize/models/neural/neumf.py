@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from personalize import scoring
 from personalize.data.matrix import InteractionData
-from personalize.models.base import ScorerSpec
-from personalize.models.neural.spec import neumf_scores
 from personalize.models.neural.training import (
     NegativeSampler,
     TorchConfig,
@@ -51,7 +50,8 @@ class NeuMFConfig(TorchConfig):
 
 
 class NeuMFNet(nn.Module):
-    """The network; :meth:`score_all` is the exact forward pass for every item at once."""
+    """The network (training: :meth:`forward` on pairs; scoring every item at once is the
+    ``neumf`` scorer of :mod:`personalize.scoring`, over this network's ``state_dict``)."""
 
     def __init__(
         self,
@@ -71,8 +71,6 @@ class NeuMFNet(nn.Module):
         self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.out = nn.Linear(factors + sizes[-1], 1)
         self.dropout = dropout
-        self.factors = factors
-        self.mlp_embedding = mlp_embedding
 
     def init_weights(self, std: float) -> None:
         for emb in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
@@ -88,36 +86,14 @@ class NeuMFNet(nn.Module):
                 h = F.dropout(h, self.dropout, training=True)
         return self.out(torch.cat([gmf, h], dim=-1)).squeeze(-1)
 
-    @torch.no_grad()
-    def score_all(self, users: torch.Tensor, block_elements: int = 1 << 23) -> torch.Tensor:
-        """Logits (len(users), n_items): the first MLP layer is split into its user and item
-        halves, so item-side products are computed once per call."""
-        m = self.mlp_embedding
-        w1, b1 = self.mlp[0].weight, self.mlp[0].bias
-        item_first = self.item_mlp.weight @ w1[:, m:].T
-        w_out = self.out.weight.reshape(-1)
-        w_gmf, w_mlp = w_out[: self.factors], w_out[self.factors :]
-        item_gmf = self.item_gmf.weight * w_gmf
-        n_items = item_first.shape[0]
-        widest = max(layer.out_features for layer in self.mlp)
-        step = max(1, block_elements // max(1, n_items * widest))
-        parts = []
-        for start in range(0, len(users), step):
-            u = users[start : start + step]
-            h = F.relu((self.user_mlp(u) @ w1[:, :m].T + b1)[:, None, :] + item_first[None])
-            for layer in self.mlp[1:]:
-                h = F.relu(layer(h))
-            parts.append(self.user_gmf(u) @ item_gmf.T + h @ w_mlp + self.out.bias)
-        return torch.cat(parts) if parts else torch.empty(0, n_items)
-
 
 class NeuMF(TorchRecommender):
     """GMF + MLP with a fused output layer; pointwise BCE with sampled negatives.
 
     score(u, i) = w . [p_u * q_i ; MLP([p'_u ; q'_i])] + b (a logit; the sigmoid is left out as it
     does not change rankings). Training loss: mean binary cross-entropy over the epoch's
-    positives and negatives. Cold users: popularity. Export: kind ``neumf`` (weights + sizes,
-    scored with NumPy by :func:`personalize.models.neural.spec.neumf_scores`).
+    positives and negatives. Cold users: popularity. Scorer kind ``neumf`` (the network's
+    weights and sizes).
     """
 
     name = "neumf"
@@ -166,25 +142,18 @@ class NeuMF(TorchRecommender):
             batches += 1
         return total / max(1, batches)
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.net_.score_all(torch.as_tensor(users, dtype=torch.long)).numpy().astype(np.float32)
+    def _scorer(self) -> scoring.NeuMF:
+        c = self.config
+        return scoring.NeuMF(
+            weights=self.net_.state_dict(),
+            factors=c.factors,
+            mlp_embedding=c.mlp_embedding,
+            mlp_layers=list(c.mlp_layers),
+        )
 
     def _finish(self, data: InteractionData) -> None:
         for attr in ("_users", "_items", "_labels", "_neg", "_neg_users", "_sampler", "optimizer_"):
             self.__dict__.pop(attr, None)
-
-    def _architecture(self) -> dict:
-        c = self.config
-        return {"factors": c.factors, "mlp_embedding": c.mlp_embedding, "mlp_layers": list(c.mlp_layers)}
-
-    def export_spec(self) -> ScorerSpec:
-        return ScorerSpec("neumf", state_to_numpy(self.net_), self._architecture())
-
-    def spec_scores(self, users: np.ndarray) -> np.ndarray:
-        """Scores computed from :meth:`export_spec` with NumPy only (what serving does)."""
-        spec = self.export_spec()
-        return neumf_scores(spec.arrays, spec.params, users)
 
     def _state(self):
         return {f"net.{k}": v for k, v in state_to_numpy(self.net_).items()}

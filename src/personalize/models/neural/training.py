@@ -27,8 +27,9 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender
+from personalize.models.base import EpochMonitor, Recommender
 
 
 class TorchConfig(ModelConfig):
@@ -114,7 +115,7 @@ class TorchRecommender(Recommender):
     """Base of the torch models: the epoch loop around ``_train_epoch``.
 
     Subclasses implement ``_build(data)`` (create ``self.net_`` and state used in training),
-    ``_train_epoch(data, epoch, rng) -> mean loss`` and ``_score``; the loop reports every
+    ``_train_epoch(data, epoch, rng) -> mean loss`` and ``_scorer``; the loop reports every
     epoch to the monitor, keeps the best epoch's ``state_dict``, stops when told and restores
     the best weights. ``selected_config()`` returns the config with ``epochs`` = best epoch.
     """

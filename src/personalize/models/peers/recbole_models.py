@@ -2,7 +2,7 @@
 
 Each peer is a :class:`~personalize.models.base.Recommender` whose ``fit`` hands our training
 data to RecBole through :mod:`.recbole_adapter` (RecBole's own model class, trainer, negative
-sampler and optimiser) and whose ``_score`` maps RecBole's full-sort scores back to our
+sampler and optimiser) and whose scorer maps RecBole's full-sort scores back to our
 catalogue, so every peer row of a leaderboard is computed by OUR evaluator on exactly our
 split. Peers take part in comparisons only: ``exportable = False``.
 
@@ -35,12 +35,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
+from personalize import scoring
+from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, ModelConfig, Recommender
+from personalize.models.base import EpochMonitor, Recommender
 from personalize.models.peers.recbole_adapter import (
     RESERVED_KEYS,
     RecBoleRun,
@@ -127,8 +128,8 @@ class RecBolePeer(Recommender):
         run.train_epoch(0)  # one pass (Pop counts; ItemKNN and EASE were computed at init)
         self.epochs_run_ = 1
 
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        return self.run_.score(users)
+    def _scorer(self) -> scoring.Computed:
+        return scoring.Computed(function=self.run_.score)
 
     def _state(self):
         return {f"rb.{k}": v for k, v in self.run_.arrays().items()}

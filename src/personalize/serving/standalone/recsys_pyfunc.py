@@ -1,8 +1,9 @@
 """The MLflow model of an exported recommender (a model from code).
 
-MLflow runs this file when the model is logged and when it is loaded; ``recsys_scorer`` is shipped
-beside it (``code_paths``) and the fitted state as the artifact ``state``. Nothing here needs the
-code that trained the model.
+MLflow runs this file when the model is logged and when it is loaded; the scoring package
+(``personalize.scoring``, the code the models score with) is shipped beside it as
+``recsys_scoring`` (``code_paths``) and the fitted state as the artifact ``state``. Nothing here
+needs the code that trained the model.
 
 Request: a list of rows ``{"user_id": ..., "k": optional int, "exclude_items": optional list}``
 and optionally ``params = {"k": int}`` (the k of rows that give none). IDs have the type the
@@ -20,7 +21,7 @@ from typing import Any
 
 import mlflow
 import pydantic
-import recsys_scorer
+import recsys_scoring
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
@@ -66,7 +67,7 @@ class TopKRecommender(PythonModel):
     """Top-K recommendations from the state shipped with the model."""
 
     def load_context(self, context) -> None:
-        self.scorer = recsys_scorer.TopKScorer.load(context.artifacts["state"])
+        self.scorer = recsys_scoring.TopKScorer.load(context.artifacts["state"])
 
     def predict(
         self,
@@ -82,7 +83,7 @@ class TopKRecommender(PythonModel):
                 k=ks,
                 exclude_items=[row.exclude_items for row in model_input],
             )
-        except recsys_scorer.RequestError as exc:
+        except recsys_scoring.RequestError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         return [
             Recommendation.model_construct(

@@ -6,7 +6,7 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from personalize.data.config import StrictModel
+from personalize.config.base import StrictModel
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
 

@@ -5,30 +5,27 @@ long metric table, its per-user vectors) or the catalogue; nothing is recomputed
 from the evaluator. Figures are matplotlib; :func:`log_figures` files them with the experiment's
 MLflow run through :mod:`personalize.tracking`.
 
-Run as a module for the Microsoft Recommenders benchmark table (mean and interval over seeds)::
-
-    python -m personalize.evaluation.report msr experiments/ml100k_msr.yaml
+The Microsoft Recommenders benchmark table (mean and interval over seeds) is
+:func:`msr_report`, also ``personalize msr experiments/ml100k_msr.yaml``.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from personalize import columns as C
+from personalize.config import ExperimentConfig
+from personalize.core import columns as C
+from personalize.evaluation.leaderboard import ModelOutcome
 from personalize.evaluation.stats import bootstrap_ci, paired_test
-
-if TYPE_CHECKING:
-    from personalize.config import ExperimentConfig
-    from personalize.evaluation.leaderboard import ModelOutcome
-    from personalize.recipe import ExperimentResult
+from personalize.recipe import ExperimentResult, run_experiment
+from personalize.tracking.store import RunHandle, Tracker
 
 FAMILIES = ("baseline", "collaborative", "content", "hybrid")
 FAMILY_COLOURS = {
@@ -409,8 +406,6 @@ def log_figures(
     the experiment's parent MLflow run; a result run without tracking is left alone."""
     if result.parent_run_id is None:
         return
-    from personalize.tracking.store import RunHandle, Tracker
-
     tracker = Tracker(result.config.tracking.experiment or result.config.name, result.tracking_uri)
     handle = RunHandle(tracker.client, result.parent_run_id, result.experiment_id, result.config.name)
     for path, fig in figures.items():
@@ -419,29 +414,15 @@ def log_figures(
         handle.log_table(frame, path)
 
 
-# ------------------------------------------------------------------------------ main
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``msr EXPERIMENT [--set KEY=VALUE ...] [--no-track]``: run the benchmark experiment and print
-    the table of means and intervals over seeds against the published best row."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2 or args[0] != "msr":
-        print(
-            "usage: python -m personalize.evaluation.report msr EXPERIMENT [--set KEY=VALUE ...] [--no-track]"
-        )
-        return 2
-    from personalize.recipe import run_experiment
-
-    path = Path(args[1])
-    overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set" and i + 1 < len(args)]
-    result = run_experiment(path, overrides, track="--no-track" not in args)
+def msr_report(
+    path: str | Path, overrides: list[str] | None = None, track: bool = True, echo=print
+) -> pd.DataFrame:
+    """Run the MS Recommenders benchmark experiment and print (and log) the table of means and
+    intervals over split seeds against the published best row (``personalize msr``)."""
+    result = run_experiment(Path(path), overrides, track=track, echo=echo)
     table = msr_table(result)
-    print(f"\n{result.config.name}: mean [95% t-interval over {len(result.config.seeds)} split seeds]")
-    print(format_intervals(table).to_markdown(index=False))
+    if echo:
+        echo(f"\n{result.config.name}: mean [95% t-interval over {len(result.config.seeds)} split seeds]")
+        echo(format_intervals(table).to_markdown(index=False))
     log_figures(result, {}, {"report/msr_table.csv": table, "report/msr_table.md": format_intervals(table)})
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    return table

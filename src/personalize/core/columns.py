@@ -7,6 +7,9 @@ TIMESTAMP = "timestamp"
 WEIGHT = "weight"
 EVENT = "event"
 
+# the protocol's one total order: time, then item ID (user ID breaks exact ties)
+TOTAL_ORDER = [TIMESTAMP, ITEM, USER]
+
 # item attributes
 TITLE = "title"
 YEAR = "year"

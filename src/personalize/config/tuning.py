@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from personalize.data.config import StrictModel
+from personalize.config.base import StrictModel
 
 Number = int | float
 

@@ -1,0 +1,128 @@
+"""The one recipe: load -> validate -> split -> fit each model -> evaluate -> log (-> export).
+
+``run_experiment(config)`` reads like the story it tells. The CLI, the tuning session and the
+notebooks call it or its steps (:mod:`personalize.recipe.steps`); nothing here is implemented
+twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from personalize.config import EvaluationConfig, ExperimentConfig
+from personalize.core.metrics import MetricName
+from personalize.data.ingest import Dataset
+from personalize.evaluation.leaderboard import ModelOutcome, format_leaderboard, leaderboard, long_table
+from personalize.models.registry import get_model_class
+from personalize.recipe.export import export_after_run
+from personalize.recipe.loading import load_experiment, reload
+from personalize.recipe.result import ExperimentResult
+from personalize.recipe.steps import fit_and_evaluate, load_data, model_seeds, prepare_split, split_seeds
+from personalize.tracking import runs as tlog
+
+Echo = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+def run_experiment(
+    config: ExperimentConfig | str | Path,
+    overrides: list[str] | None = None,
+    *,
+    track: bool = True,
+    progress: bool = True,
+    echo: Echo | None = print,
+    parent_run=None,
+    dataset: Dataset | None = None,
+) -> ExperimentResult:
+    """Run an experiment end to end and log it to MLflow (``track=False``: no logging).
+
+    ``parent_run`` (a :class:`~personalize.tracking.RunHandle`) nests the experiment's run under
+    another one, e.g. a tuning session's final comparison; ``dataset`` is the ingested
+    ``config.data`` when the caller has it already (it is not ingested again).
+    """
+    if not isinstance(config, ExperimentConfig):
+        config = load_experiment(config, overrides)
+    elif overrides:
+        config = reload(config, overrides)
+    say = echo or (lambda _msg: None)
+
+    dataset = dataset or load_data(config)
+    say(f"\nData: {dataset.name} (fingerprint {dataset.fingerprint[:12]})")
+    say(dataset.report.summary().to_markdown(index=False))
+
+    prepared = {seed: prepare_split(dataset, config, seed) for seed in split_seeds(config)}
+    first = next(iter(prepared.values()))
+    say(f"\nSplit: {config.split.name} {first.split.params} -> {first.split.summary()}")
+
+    logger = tlog.ExperimentLogger(config, dataset, prepared, parent=parent_run) if track else None
+    outcomes: list[ModelOutcome] = []
+    jobs = [(spec, seed) for spec in config.models for seed in model_seeds(config, spec)]
+    bar = tqdm(total=len(jobs), desc="models", disable=not progress, unit="fit")
+    try:
+        for spec in config.models:
+            cls = get_model_class(spec.type)
+            outcome = ModelOutcome(spec.label, spec.type, cls.family, spec.params)
+            model_run = logger.start_model(spec, cls) if logger else None
+            for seed in model_seeds(config, spec):
+                bar.set_postfix_str(f"{spec.label} seed={seed}")
+                ready = prepared.get(seed, first)
+                seed_run = logger.start_seed(model_run, spec, seed) if logger else None
+                try:
+                    result, _ = fit_and_evaluate(
+                        spec,
+                        seed,
+                        ready,
+                        config,
+                        on_epoch=seed_run.epoch_callback() if seed_run else None,
+                    )
+                except BaseException:
+                    if seed_run:
+                        seed_run.fail()
+                    raise
+                outcome.seeds.append(result)
+                if seed_run:
+                    seed_run.finish(result)
+                bar.update(1)
+            outcomes.append(outcome)
+            if logger:
+                logger.finish_model(model_run, outcome)
+        bar.close()
+        table = leaderboard(outcomes, config.evaluation, config.split.name, seed=config.seeds[0])
+        metrics = long_table(outcomes, config.evaluation, seed=config.seeds[0])
+        result = ExperimentResult(
+            config, dataset, {s: p.split for s, p in prepared.items()}, outcomes, table, metrics
+        )
+        if logger:
+            logger.finish(result)
+    except BaseException:
+        bar.close()
+        if logger:
+            logger.fail()
+        raise
+
+    say("\nLeaderboard (test, mean [95% bootstrap interval over users]):")
+    say(format_leaderboard(_display_columns(table, config.evaluation)).to_markdown(index=False))
+    if logger:
+        say(f"\nMLflow UI:  {result.ui_command}")
+        say(f"This run:   {result.run_url()}")
+    if config.export.enabled:
+        export_after_run(result, tracked=logger is not None, progress=progress, echo=echo)
+    return result
+
+
+def _display_columns(table: pd.DataFrame, ev: EvaluationConfig) -> pd.DataFrame:
+    primary = ev.primary
+    keep = ["model", "family", "seeds"]
+    for metric in ("ndcg", "map", "map_r", "recall", "precision", "mrr", "coverage"):
+        name = str(MetricName(metric, primary.k))
+        if name in table.columns:
+            keep += [c for c in (name, f"{name} low", f"{name} high") if c in table.columns]
+    extra = [c for c in table.columns if c.endswith(" warm") or c.endswith(" cold") or c.endswith(" users")]
+    keep += ["std over seeds", "p vs best", *extra, "fit s", "eval s"]
+    return table[[c for c in keep if c in table.columns]]

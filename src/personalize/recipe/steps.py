@@ -1,0 +1,144 @@
+"""The recipe's steps, each usable on its own (the tuning objective and notebooks call them):
+load the data, split it, fit one model with one seed and evaluate it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import scipy.sparse as sp
+
+from personalize.config import ExperimentConfig, ModelSpec
+from personalize.data.ingest import Dataset, ingest
+from personalize.data.matrix import IdIndex, InteractionData
+from personalize.data.splits import Split, make_split
+from personalize.evaluation.evaluator import (
+    EvalTarget,
+    EvaluationResult,
+    Evaluator,
+    genre_matrix,
+    make_target,
+)
+from personalize.evaluation.leaderboard import SeedOutcome
+from personalize.evaluation.monitor import ValidationMonitor
+from personalize.models.base import Recommender
+from personalize.models.registry import create_model, get_model_class
+
+
+@dataclass
+class PreparedSplit:
+    """A split with everything models and the evaluator need, built once and shared."""
+
+    split: Split
+    index: IdIndex
+    train: InteractionData
+    train_valid: InteractionData
+    valid_target: EvalTarget
+    test_target: EvalTarget
+    genres: sp.csr_matrix | None
+
+
+def load_data(config: ExperimentConfig) -> Dataset:
+    """Ingest and validate the experiment's data."""
+    return ingest(config.data)
+
+
+def split_seeds(config: ExperimentConfig) -> list[int]:
+    """Seeds for which a split is made: every seed for a random split, else the first."""
+    return list(config.seeds) if config.split.stochastic else [config.seeds[0]]
+
+
+def model_seeds(config: ExperimentConfig, spec: ModelSpec) -> list[int]:
+    seeds = spec.seeds or config.seeds
+    if get_model_class(spec.type).is_stochastic(spec.params) or config.split.stochastic:
+        return list(seeds)
+    return [seeds[0]]
+
+
+def prepare_split(dataset: Dataset, config: ExperimentConfig, seed: int) -> PreparedSplit:
+    """Split the data with ``seed`` and index it for models and the evaluator."""
+    split = make_split(dataset.interactions, config.split, seed, dataset.users, dataset.items)
+    index = IdIndex.build(split.users, split.items, split.train, split.valid, split.test)
+    train_valid = split.train_valid()
+    train = InteractionData.build(split.train, index, split.users, split.items)
+    ev = config.evaluation
+    return PreparedSplit(
+        split=split,
+        index=index,
+        train=train,
+        train_valid=InteractionData.build(train_valid, index, split.users, split.items),
+        valid_target=make_target("valid", split.valid, split.train, index, ev.min_rating, ev.gains),
+        test_target=make_target("test", split.test, train_valid, index, ev.min_rating, ev.gains),
+        genres=genre_matrix(train.items),
+    )
+
+
+def fit_and_evaluate(
+    spec: ModelSpec,
+    seed: int,
+    prepared: PreparedSplit,
+    config: ExperimentConfig,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_report: Callable[[int, float], None] | None = None,
+    evaluate_test: bool = True,
+) -> tuple[SeedOutcome, Recommender]:
+    """Fit one model with one seed on train, evaluate on validation, refit on train +
+    validation (if configured) with the selected settings, and evaluate on test.
+
+    Validation monitors iterative models (learning curve, best epoch, early stopping), lets
+    ``uses_validation`` models select their settings, and picks the best point of the spec's
+    grid (by the primary metric). Returns the outcome and the model evaluated on test.
+    """
+    evaluator = Evaluator(config.evaluation, prepared.genres)
+    primary = config.evaluation.primary_metric
+    combinations = spec.combinations()
+    best: tuple[float, Recommender, EvaluationResult, ValidationMonitor | None] | None = None
+    grid_rows: list[dict] = []
+    t0 = time.perf_counter()
+    for params in combinations:
+        model = create_model(spec.type, params, seed)
+        monitor = None
+        if model.iterative or model.uses_validation:
+            monitor = ValidationMonitor(
+                prepared.valid_target,
+                metric=config.training.monitor_metric,
+                every=config.training.eval_every,
+                patience=config.training.early_stopping_patience,
+                min_epochs=config.training.early_stopping_min_epochs,
+                mode=config.evaluation.mode,
+                on_epoch=on_epoch if len(combinations) == 1 else None,
+                on_report=on_report,
+            )
+        model.fit(prepared.train, monitor)
+        valid = evaluator.evaluate(model, prepared.valid_target)
+        value = valid.summary[primary]
+        if spec.grid:
+            point = {k: params[k] for k in spec.grid}
+            grid_rows.append({**point, f"valid_{primary}": value, "best_epoch": model.best_epoch_})
+        if best is None or value > best[0]:
+            best = (value, model, valid, monitor)
+    fit_seconds = time.perf_counter() - t0
+    _, model, valid, monitor = best
+    final, refit_seconds = model, 0.0
+    selected = model.selected_config()
+    if evaluate_test and config.training.refit:
+        t0 = time.perf_counter()
+        final = create_model(spec.type, selected.model_dump(), seed).fit(prepared.train_valid)
+        refit_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    test = evaluator.evaluate(final, prepared.test_target) if evaluate_test else valid
+    eval_seconds = time.perf_counter() - t0
+    outcome = SeedOutcome(
+        seed=seed,
+        valid=valid,
+        test=test,
+        fit_seconds=fit_seconds,
+        refit_seconds=refit_seconds,
+        eval_seconds=eval_seconds,
+        best_epoch=model.best_epoch_,
+        selected_params=selected.model_dump(mode="json"),
+        history=list(monitor.history) if monitor else [],
+        grid=grid_rows,
+    )
+    return outcome, final

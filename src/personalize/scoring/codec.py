@@ -1,0 +1,214 @@
+"""Arrays and scorers as files: the one codec for saved models and exported states.
+
+Arrays are ``.npy`` files; a sparse matrix is stored as CSR parts
+``<name>.indptr.npy``, ``<name>.indices.npy``, ``<name>.data.npy``, ``<name>.shape.npy``.
+
+A state folder (written by :func:`save_state`, read by :func:`load_state`)::
+
+    manifest.json          format, the scorer tree (kinds, params, array files), settings, info
+    users.parquet          user_id in index order (row i = user index i)
+    items.parquet          item_id in index order (the catalogue)
+    seen_indptr.npy        CSR row pointers of each known user's seen items
+    seen_indices.npy       CSR item indices of those items
+    popularity.npy         the fallback scores per item (float32)
+    scorer/<path>/...      arrays of each scorer of the tree (blend parts under part<i>/)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .kinds import KINDS, Context, Scorer
+
+FORMAT = 1
+USER, ITEM = "user_id", "item_id"
+CSR_PARTS = ("indptr", "indices", "data")
+
+
+# --------------------------------------------------------------------------------- arrays
+
+
+def save_array(folder: Path, name: str, value: Any) -> dict[str, str]:
+    """Write one array (dense or sparse) as ``folder/name``; returns its reference."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if sp.issparse(value):
+        csr = sp.csr_matrix(value)
+        for part in CSR_PARTS:
+            np.save(folder / f"{name}.{part}.npy", getattr(csr, part), allow_pickle=False)
+        np.save(folder / f"{name}.shape.npy", np.asarray(csr.shape, dtype=np.int64))
+        return {"file": name, "format": "csr"}
+    np.save(folder / f"{name}.npy", np.asarray(value), allow_pickle=False)
+    return {"file": f"{name}.npy", "format": "npy"}
+
+
+def load_array(folder: Path, ref: dict[str, str]) -> Any:
+    """Read an array written by :func:`save_array` from its reference."""
+    if ref["format"] == "npy":
+        return np.load(folder / ref["file"], allow_pickle=False)
+    if ref["format"] == "csr":
+        base = folder / ref["file"]
+        parts = {p: np.load(f"{base}.{p}.npy", allow_pickle=False) for p in CSR_PARTS}
+        shape = tuple(int(x) for x in np.load(f"{base}.shape.npy"))
+        return sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]), shape=shape)
+    if ref["format"] == "torch_state_dict":  # NeuMF weights as earlier exports wrote them (one file)
+        import torch
+
+        state = torch.load(folder / ref["file"], map_location="cpu", weights_only=True)
+        return {k: v.detach().cpu().numpy() for k, v in state.items()}
+    raise ValueError(f"unknown array format {ref['format']!r} in {folder}")
+
+
+def save_arrays(folder: Path, arrays: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {name: save_array(folder, name, value) for name, value in arrays.items()}
+
+
+def load_arrays(folder: Path) -> dict[str, Any]:
+    """Every array in ``folder`` (CSR matrices from their parts)."""
+    refs: dict[str, dict[str, str]] = {}
+    sparse = {p.name[: -len(".indptr.npy")] for p in folder.glob("*.indptr.npy")}
+    for name in sparse:
+        refs[name] = {"file": name, "format": "csr"}
+    for p in folder.glob("*.npy"):
+        name = p.name[: -len(".npy")]
+        stem, _, part = name.rpartition(".")
+        if stem in sparse and part in (*CSR_PARTS, "shape"):
+            continue
+        refs[name] = {"file": p.name, "format": "npy"}
+    return {name: load_array(folder, ref) for name, ref in refs.items()}
+
+
+# --------------------------------------------------------------------------------- scorers
+
+
+def save_scorer(scorer: Scorer, folder: Path, path: str = "scorer") -> dict[str, Any]:
+    """Write a scorer tree's arrays under ``folder/path``; returns its manifest entry."""
+    if not scorer.exportable or KINDS.get(scorer.kind) is not type(scorer):
+        raise ValueError(f"unknown scorer kind {scorer.kind!r} at {path}; expected one of {sorted(KINDS)}")
+    arrays, params = scorer.state()
+    refs = {name: save_array(folder / path, name, value) for name, value in arrays.items()}
+    return {
+        "kind": scorer.kind,
+        "params": params,
+        "handles_cold_users": bool(scorer.handles_cold_users),
+        "arrays": {name: {**ref, "file": f"{path}/{ref['file']}"} for name, ref in refs.items()},
+        "parts": [save_scorer(part, folder, f"{path}/part{i}") for i, part in enumerate(scorer.parts)],
+    }
+
+
+def load_scorer(entry: dict[str, Any], folder: Path) -> Scorer:
+    """A scorer tree from its manifest entry."""
+    kind = entry["kind"]
+    if kind not in KINDS:
+        raise ValueError(
+            f"unknown scorer kind {kind!r} in {folder / 'manifest.json'}; expected one of {sorted(KINDS)}"
+        )
+    arrays: dict[str, Any] = {}
+    for name, ref in entry.get("arrays", {}).items():
+        value = load_array(folder, ref)
+        if isinstance(value, dict):  # a whole state_dict in one file
+            arrays.update(value)
+        else:
+            arrays[name] = value
+    parts = [load_scorer(p, folder) for p in entry.get("parts", [])]
+    scorer = KINDS[kind].from_state(arrays, dict(entry.get("params", {})), parts)
+    scorer.handles_cold_users = bool(entry.get("handles_cold_users", False))
+    return scorer
+
+
+# ---------------------------------------------------------------------------------- states
+
+
+@dataclass
+class State:
+    """An exported model's state: the scorer tree, the ID maps, the context, settings."""
+
+    scorer: Scorer
+    users: pd.Index
+    items: pd.Index
+    context: Context
+    settings: dict[str, Any]
+    info: dict[str, Any]
+
+
+def save_state(
+    folder: str | Path,
+    scorer: Scorer,
+    users: pd.Index,
+    items: pd.Index,
+    seen: sp.spmatrix,
+    popularity: np.ndarray,
+    settings: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write a state folder (see the module doc). ``users`` / ``items`` are the raw IDs in index
+    order, ``seen`` the users x items matrix of seen items (nonzero = seen), ``popularity`` the
+    fallback scores per item; ``settings`` may set ``default_k``, ``max_k`` and ``max_rows``;
+    ``info`` is free provenance (JSON)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    seen = sp.csr_matrix(seen)
+    seen.sum_duplicates()
+    seen.sort_indices()
+    if seen.shape != (len(users), len(items)):
+        raise ValueError(f"seen has shape {seen.shape}, expected ({len(users)}, {len(items)})")
+    if len(popularity) != len(items):
+        raise ValueError(f"popularity has {len(popularity)} entries, expected {len(items)}")
+    scorer.check(len(users), len(items))
+    pd.DataFrame({USER: np.asarray(users)}).to_parquet(folder / "users.parquet", index=False)
+    pd.DataFrame({ITEM: np.asarray(items)}).to_parquet(folder / "items.parquet", index=False)
+    np.save(folder / "seen_indptr.npy", seen.indptr.astype(np.int64))
+    np.save(folder / "seen_indices.npy", seen.indices.astype(np.int32))
+    np.save(folder / "popularity.npy", np.asarray(popularity, dtype=np.float32))
+    manifest = {
+        "format": FORMAT,
+        "n_users": len(users),
+        "n_items": len(items),
+        "settings": {"default_k": 10, "max_k": 1000, "max_rows": 10_000, **(settings or {})},
+        "scorer": save_scorer(scorer, folder),
+        "info": info or {},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+    return folder
+
+
+def load_state(folder: str | Path) -> State:
+    """Read a state folder written by :func:`save_state`."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{manifest_path} not found: not an exported state folder")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(
+            f"{manifest_path}: state format {manifest.get('format')!r}; this scorer reads {FORMAT}"
+        )
+    users = pd.Index(pd.read_parquet(folder / "users.parquet")[USER])
+    items = pd.Index(pd.read_parquet(folder / "items.parquet")[ITEM])
+    indices = np.load(folder / "seen_indices.npy")
+    seen = sp.csr_matrix(
+        (np.ones(len(indices), dtype=np.float32), indices, np.load(folder / "seen_indptr.npy")),
+        shape=(len(users), len(items)),
+    )
+    return State(
+        load_scorer(manifest["scorer"], folder),
+        users,
+        items,
+        Context.build(seen, np.load(folder / "popularity.npy")),
+        manifest.get("settings", {}),
+        manifest.get("info", {}),
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,446 @@
+"""Scorers: how a fitted model scores the catalogue, one implementation per kind.
+
+A scorer is plain data (arrays and params) plus the one function that turns it into scores.
+The models build their scorer from their learned state and score through it; the exported
+model ships the same code and the same data, so training, evaluation and serving answer alike.
+
+Score of user u for every item i (before seen items are excluded):
+
+- ``static``: ``scores[i]`` for every user (popularity and its variants);
+- ``item_item``: ``sum over the user's seen items j of weights[j, i]`` (``seen[u] @ weights``;
+  EASE, ItemKNN; ``weights`` dense or CSR);
+- ``factors``: ``users[u] . items[i]`` (ALS, BPR, the content model's profiles, the two-tower's
+  tower outputs);
+- ``neumf``: ``out.w . [user_gmf[u] * item_gmf[i] ; MLP([user_mlp[u] ; item_mlp[i]])] + out.b``,
+  the MLP being Linear + ReLU for each layer ``mlp.<j>`` (a logit: the sigmoid does not change
+  the ranking), computed with PyTorch (imported only here);
+- ``blend``: each part answers as a fitted model would (its own scores where it answers the
+  user, popularity elsewhere), its scores are made comparable per user over the candidates (the
+  items the user has not seen) by ``method`` -- ``minmax``: (s - min) / (max - min);
+  ``rrf``: 1 / (rrf_k + rank) -- and weighted by ``weights``; with one positive weight, that
+  part's answer unchanged.
+
+The fallback rule (:meth:`Scorer.personalised`): a scorer answers a known user with history
+itself, and every known user when it ``handles_cold_users``; a blend answers a user any of its
+parts answers. Every other user (cold, or unknown: index -1) gets the popularity scores of the
+:class:`Context`.
+
+``-inf`` marks an item a scorer cannot recommend. Scores are float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from .ranking import csr_rows
+
+BLOCK_BYTES = 128 * 2**20  # a serving block's scores (and a blend's parts) stay under this
+
+#: exportable scorer kinds by name (filled by each kind's class definition)
+KINDS: dict[str, type[Scorer]] = {}
+
+
+@dataclass
+class Context:
+    """What every scorer may read besides its own data: each user's seen items (users x items,
+    nonzero = seen), the popularity fallback (per item) and each user's history length."""
+
+    seen: sp.csr_matrix
+    popularity: np.ndarray
+    history: np.ndarray
+
+    @classmethod
+    def build(cls, seen: sp.spmatrix, popularity: np.ndarray) -> Context:
+        seen = sp.csr_matrix(seen)
+        return cls(seen, np.asarray(popularity, dtype=np.float32), np.diff(seen.indptr).astype(np.int64))
+
+    @property
+    def n_items(self) -> int:
+        return self.seen.shape[1]
+
+
+@dataclass(kw_only=True)
+class Scorer:
+    """Base of every scorer. Subclasses set ``kind`` and implement :meth:`score`; exportable
+    kinds also describe their data (:meth:`state` / :meth:`from_state`, :meth:`check`)."""
+
+    kind: ClassVar[str] = ""
+    exportable: ClassVar[bool] = True
+    handles_cold_users: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.kind and cls.exportable:
+            KINDS[cls.kind] = cls
+
+    # --------------------------------------------------------------------------- scoring
+
+    def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        """Scores (float32, len(users) x items) of known user indices ``users``."""
+        raise NotImplementedError
+
+    def personalised(self, users: np.ndarray, history: np.ndarray) -> np.ndarray:
+        """True where this scorer answers the user itself (see the module doc)."""
+        users = np.asarray(users, dtype=np.int64)
+        known = users >= 0
+        if self.handles_cold_users:
+            return known
+        count = np.zeros(len(users), dtype=np.int64)
+        count[known] = history[users[known]]
+        return known & (count > 0)
+
+    def answer(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        """Scores with the fallback: the scorer's own where it answers, popularity elsewhere."""
+        users = np.asarray(users, dtype=np.int64)
+        out = np.empty((len(users), ctx.n_items), dtype=np.float32)
+        mine = self.personalised(users, ctx.history)
+        if mine.any():
+            out[mine] = self.score(users[mine], ctx)
+        if (~mine).any():
+            out[~mine] = ctx.popularity
+        return out
+
+    # -------------------------------------------------------------------------- the tree
+
+    @property
+    def parts(self) -> list[Scorer]:
+        return []
+
+    def uses(self, kind: str) -> bool:
+        return self.kind == kind or any(p.uses(kind) for p in self.parts)
+
+    def block_rows(self, n_items: int) -> int:
+        """Users per serving block (a blend keeps every part's scores; NeuMF its activations)."""
+        per_user = max(1, n_items) * 8 * (64 if self.uses("neumf") else 2 + 2 * len(self.parts))
+        return max(1, min(2048, BLOCK_BYTES // per_user))
+
+    # ------------------------------------------------------------------------ as data
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(arrays, params) to save; the parts of a blend are saved by the codec."""
+        raise NotImplementedError(f"a {type(self).__name__} scorer cannot be exported")
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, Any], params: dict[str, Any], parts: list[Scorer]) -> Scorer:
+        raise NotImplementedError
+
+    def check(self, n_users: int, n_items: int, path: str = "scorer") -> None:
+        """Raise ValueError when the data do not match the index (before it is shipped)."""
+
+
+def _shape(arrays: dict[str, Any], name: str, kind: str, path: str) -> tuple[int, ...]:
+    if arrays.get(name) is None:
+        raise ValueError(f"{path}: a {kind!r} scorer needs array {name!r}")
+    return tuple(arrays[name].shape)
+
+
+def _expect(path: str, kind: str, name: str, got: tuple, want: tuple) -> None:
+    if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+        raise ValueError(f"{path}: {kind} array {name!r} has shape {got}, expected {want}")
+
+
+# ------------------------------------------------------------------------------- the kinds
+
+
+@dataclass(kw_only=True)
+class Static(Scorer):
+    """The same scores for every user."""
+
+    kind: ClassVar[str] = "static"
+    scores: np.ndarray
+
+    def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        scores = np.asarray(self.scores, dtype=np.float32)
+        return np.broadcast_to(scores, (len(users), scores.shape[0])).copy()
+
+    def state(self):
+        return {"scores": self.scores}, {}
+
+    @classmethod
+    def from_state(cls, arrays, params, parts):
+        return cls(scores=arrays["scores"])
+
+    def check(self, n_users, n_items, path="scorer"):
+        got = _shape({"scores": self.scores}, "scores", self.kind, path)
+        _expect(path, self.kind, "scores", got, (n_items,))
+
+
+@dataclass(kw_only=True)
+class ItemItem(Scorer):
+    """``seen[u] @ weights``: the user's history times an item-item matrix."""
+
+    kind: ClassVar[str] = "item_item"
+    weights: np.ndarray | sp.csr_matrix
+
+    def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        product = csr_rows(ctx.seen, users) @ self.weights
+        if sp.issparse(product):
+            return np.asarray(product.todense(), dtype=np.float32)
+        return np.asarray(product, dtype=np.float32)
+
+    def state(self):
+        return {"weights": self.weights}, {}
+
+    @classmethod
+    def from_state(cls, arrays, params, parts):
+        return cls(weights=arrays["weights"])
+
+    def check(self, n_users, n_items, path="scorer"):
+        got = _shape({"weights": self.weights}, "weights", self.kind, path)
+        _expect(path, self.kind, "weights", got, (n_items, n_items))
+
+
+@dataclass(kw_only=True)
+class Factors(Scorer):
+    """``users[u] . items[i]``: a dot product of user and item vectors."""
+
+    kind: ClassVar[str] = "factors"
+    users: np.ndarray
+    items: np.ndarray
+
+    def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        return np.asarray(self.users[users] @ self.items.T, dtype=np.float32)
+
+    def state(self):
+        return {"users": self.users, "items": self.items}, {}
+
+    @classmethod
+    def from_state(cls, arrays, params, parts):
+        return cls(users=arrays["users"], items=arrays["items"])
+
+    def check(self, n_users, n_items, path="scorer"):
+        arrays = {"users": self.users, "items": self.items}
+        _expect(path, self.kind, "users", _shape(arrays, "users", self.kind, path), (n_users, None))
+        _expect(path, self.kind, "items", _shape(arrays, "items", self.kind, path), (n_items, None))
+        if self.users.shape[1] != self.items.shape[1]:
+            raise ValueError(f"{path}: factors of users and items differ in width")
+
+
+@dataclass(kw_only=True)
+class NeuMF(Scorer):
+    """NeuMF logits from the network's ``state_dict`` (NumPy arrays or tensors) and its sizes.
+
+    The first MLP layer is split into its user and item halves (W1 [p ; q] = W1_u p + W1_i q), so
+    the item half is computed once per scorer, not per user; users are scored in chunks of at
+    most ``block_elements`` activations.
+    """
+
+    kind: ClassVar[str] = "neumf"
+    weights: dict[str, Any]
+    factors: int
+    mlp_embedding: int
+    mlp_layers: list[int]
+    block_elements: int = 1 << 23
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def _item_side(self):
+        import torch
+
+        if "item" not in self._cache:
+            w = {
+                k: torch.as_tensor(np.asarray(v)) if isinstance(v, np.ndarray) else v
+                for k, v in self.weights.items()
+            }
+            m, f = self.mlp_embedding, self.factors
+            with torch.no_grad():
+                w_out = w["out.weight"].reshape(-1)
+                item_first = w["item_mlp.weight"] @ w["mlp.0.weight"][:, m:].T
+                item_gmf = w["item_gmf.weight"] * w_out[:f]
+            self._cache["item"] = (w, item_first, w_out, item_gmf)
+        return self._cache["item"]
+
+    def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        w, item_first, w_out, item_gmf = self._item_side()
+        m, f = self.mlp_embedding, self.factors
+        n_items = item_first.shape[0]
+        step = max(1, self.block_elements // max(1, n_items * max(self.mlp_layers)))
+        u_all = torch.as_tensor(np.asarray(users, dtype=np.int64))
+        parts = []
+        with torch.no_grad():
+            w1, b1 = w["mlp.0.weight"], w["mlp.0.bias"]
+            for start in range(0, len(u_all), step):
+                u = u_all[start : start + step]
+                h = F.relu((w["user_mlp.weight"][u] @ w1[:, :m].T + b1)[:, None, :] + item_first[None])
+                for j in range(1, len(self.mlp_layers)):
+                    h = F.relu(F.linear(h, w[f"mlp.{j}.weight"], w[f"mlp.{j}.bias"]))
+                parts.append(w["user_gmf.weight"][u] @ item_gmf.T + h @ w_out[f:] + w["out.bias"])
+            out = torch.cat(parts) if parts else torch.empty(0, n_items)
+        return out.numpy().astype(np.float32)
+
+    def state(self):
+        arrays = {
+            k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+            for k, v in self.weights.items()
+        }
+        params = {
+            "factors": self.factors,
+            "mlp_embedding": self.mlp_embedding,
+            "mlp_layers": list(self.mlp_layers),
+        }
+        return arrays, params
+
+    @classmethod
+    def from_state(cls, arrays, params, parts):
+        missing = [k for k in ("factors", "mlp_embedding", "mlp_layers") if k not in params]
+        if missing:
+            raise ValueError(f"neumf params lack {missing}")
+        return cls(
+            weights=arrays,
+            factors=int(params["factors"]),
+            mlp_embedding=int(params["mlp_embedding"]),
+            mlp_layers=[int(x) for x in params["mlp_layers"]],
+        )
+
+    def check(self, n_users, n_items, path="scorer"):
+        for name, rows in (
+            ("user_gmf.weight", n_users),
+            ("item_gmf.weight", n_items),
+            ("user_mlp.weight", n_users),
+            ("item_mlp.weight", n_items),
+        ):
+            _expect(path, self.kind, name, _shape(self.weights, name, self.kind, path), (rows, None))
+
+
+@dataclass(kw_only=True)
+class Blend(Scorer):
+    """Weighted fusion of parts (see the module doc). ``cache``: transformed part scores keyed by
+    the users asked for, kept while a caller tries many weights on the same users (fitting)."""
+
+    kind: ClassVar[str] = "blend"
+    members: list[Scorer]
+    weights: np.ndarray
+    method: str = "minmax"
+    rrf_k: float = 60.0
+    cache: dict[bytes, list[np.ndarray]] | None = field(default=None, repr=False)
+
+    @property
+    def parts(self) -> list[Scorer]:
+        return self.members
+
+    def personalised(self, users: np.ndarray, history: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        out = np.zeros(len(users), dtype=bool)
+        for part in self.members:
+            out |= part.personalised(users, history)
+        return out
+
+    def single(self) -> int | None:
+        """The one part with a positive weight, if only one has."""
+        positive = np.flatnonzero(np.asarray(self.weights) > 0)
+        return int(positive[0]) if len(positive) == 1 else None
+
+    def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        weights = np.asarray(self.weights, dtype=np.float64)
+        if len(weights) != len(self.members):
+            raise ValueError(f"blend has {len(self.members)} parts but {len(weights)} weights")
+        one = self.single()
+        if one is not None:
+            return self.members[one].answer(users, ctx)
+        parts = self.transformed(users, ctx)
+        out = np.zeros((len(users), ctx.n_items), dtype=np.float64)
+        veto = np.zeros(out.shape, dtype=bool)
+        for weight, part in zip(weights, parts):
+            if weight <= 0:
+                continue
+            finite = np.isfinite(part)
+            veto |= ~finite
+            out += weight * np.where(finite, part, 0.0)
+        out[veto] = -np.inf
+        return out.astype(np.float32)
+
+    def transformed(self, users: np.ndarray, ctx: Context) -> list[np.ndarray | None]:
+        """Each part's answer made comparable (:func:`transform`); parts with weight 0 are
+        skipped (None) unless a cache keeps them for other weights."""
+        key = np.asarray(users).tobytes()
+        if self.cache is not None and key in self.cache:
+            return self.cache[key]
+        seen = csr_rows(ctx.seen, users)
+        weights = np.asarray(self.weights)
+        parts = [
+            transform(part.answer(users, ctx), seen, self.method, self.rrf_k)
+            if self.cache is not None or weight > 0
+            else None
+            for weight, part in zip(weights, self.members)
+        ]
+        if self.cache is not None:
+            self.cache[key] = parts
+        return parts
+
+    def state(self):
+        weights = [float(w) for w in self.weights]
+        return {}, {"method": self.method, "weights": weights, "rrf_k": float(self.rrf_k)}
+
+    @classmethod
+    def from_state(cls, arrays, params, parts):
+        if params.get("candidates", "unseen") != "unseen":
+            raise ValueError(f"blend candidates {params['candidates']!r}: blends are over unseen items")
+        return cls(
+            members=parts,
+            weights=np.asarray(params["weights"], dtype=np.float64),
+            method=params.get("method", "minmax"),
+            rrf_k=float(params.get("rrf_k", 60.0)),
+        )
+
+    def check(self, n_users, n_items, path="scorer"):
+        if not self.members:
+            raise ValueError(f"{path}: a blend needs parts")
+        if len(self.weights) != len(self.members):
+            raise ValueError(f"{path}: blend has {len(self.members)} parts but weights {list(self.weights)}")
+        if self.method not in ("minmax", "rrf"):
+            raise ValueError(f"{path}: unknown blend method {self.method!r}; expected 'minmax' or 'rrf'")
+        for i, part in enumerate(self.members):
+            part.check(n_users, n_items, f"{path}/part{i}")
+
+
+def transform(scores: np.ndarray, seen: sp.csr_matrix, method: str, rrf_k: float = 60.0) -> np.ndarray:
+    """One part's scores (users x items) made comparable across parts (float64).
+
+    Candidates are the finite scores of items the user has not seen. ``minmax``:
+    (s - min) / (max - min) over the candidates (0 for a constant row; seen items are mapped by
+    the same formula); ``rrf``: 1 / (rrf_k + rank) with rank 1-based among the candidates by
+    descending score, ties by item index, and 0 for seen items. ``-inf`` stays ``-inf``.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(s)
+    seen_mask = np.zeros(s.shape, dtype=bool)
+    if seen.nnz:
+        rows, cols = seen.nonzero()
+        seen_mask[rows, cols] = True
+    candidate = finite & ~seen_mask
+    if method == "minmax":
+        masked_lo = np.where(candidate, s, np.inf).min(axis=1, initial=np.inf)
+        masked_hi = np.where(candidate, s, -np.inf).max(axis=1, initial=-np.inf)
+        has = candidate.any(axis=1)
+        lo = np.where(has, masked_lo, 0.0)[:, None]
+        span = np.where(has, masked_hi - np.where(has, masked_lo, 0.0), 0.0)[:, None]
+        out = np.divide(s - lo, span, out=np.zeros_like(s), where=(span > 0) & finite)
+    elif method == "rrf":
+        ranked = np.where(candidate, s, -np.inf)
+        order = np.argsort(-ranked, axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(1, s.shape[1] + 1)[None, :], axis=1)
+        out = np.where(candidate, 1.0 / (rrf_k + ranks), 0.0)
+    else:
+        raise ValueError(f"unknown blend method {method!r}; choose minmax or rrf")
+    out[~finite] = -np.inf
+    return out
+
+
+@dataclass(kw_only=True)
+class Computed(Scorer):
+    """Scores computed by a function of the users (models that are compared but never exported:
+    the random floor, peers' models run by their own library)."""
+
+    kind: ClassVar[str] = "computed"
+    exportable: ClassVar[bool] = False
+    function: Any
+
+    def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        return np.asarray(self.function(users), dtype=np.float32)

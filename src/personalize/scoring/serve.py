@@ -1,0 +1,228 @@
+"""Answering top-k requests: the user's scores (fallback included), seen and requested items
+left out, the ``k`` best kept with ties broken by item index. The trained model's
+``recommend`` and the exported model answer through :func:`rank_rows`; :class:`TopKScorer`
+adds what a served model needs (the state folder, ID lookup, request checks).
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .codec import load_state
+from .ids import positions
+from .kinds import Context, Scorer
+from .ranking import topk
+
+USER, ITEM, RANK, SCORE, PERSONALISED = "user_id", "item_id", "rank", "score", "personalised"
+COLUMNS = (USER, ITEM, RANK, SCORE, PERSONALISED)
+
+
+class RequestError(ValueError):
+    """A request that cannot be answered as given (the message says which row and field)."""
+
+
+def rank_rows(
+    scorer: Scorer,
+    ctx: Context,
+    users: np.ndarray,
+    ks: np.ndarray,
+    exclude: list[np.ndarray | None] | None = None,
+    exclude_seen: bool = True,
+    block: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Top-``ks[r]`` items of request row r for user index ``users[r]`` (-1: unknown).
+
+    ``exclude``: item indices to leave out per row. Returns aligned arrays over the answer rows:
+    (request row, item index, rank 1..k, score, personalised). A list is shorter than k when
+    fewer items can be recommended (``-inf`` scores are left out).
+    """
+    users = np.asarray(users, dtype=np.int64)
+    ks = np.asarray(ks, dtype=np.int64)
+    n = len(users)
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty.astype(np.int32), empty.astype(np.float32), empty.astype(bool)
+    personal = scorer.personalised(users, ctx.history)
+    seen = ctx.seen
+    k_max = int(ks.max())
+    top_items = np.full((n, k_max), -1, dtype=np.int64)
+    top_scores = np.full((n, k_max), -np.inf, dtype=np.float32)
+    step = block or scorer.block_rows(ctx.n_items)
+    for start in range(0, n, step):
+        rows = np.arange(start, min(n, start + step))
+        scores = scorer.answer(users[rows], ctx)
+        for r, row in enumerate(rows):
+            u = users[row]
+            if exclude_seen and u >= 0:
+                scores[r, seen.indices[seen.indptr[u] : seen.indptr[u + 1]]] = -np.inf
+            extra = None if exclude is None else exclude[row]
+            if extra is not None and len(extra):
+                scores[r, extra[extra >= 0]] = -np.inf
+        top_items[rows], top_scores[rows] = topk(scores, k_max)
+    keep = (top_items >= 0) & (np.arange(k_max)[None, :] < ks[:, None])
+    rows, ranks = np.nonzero(keep)
+    return rows, top_items[rows, ranks], (ranks + 1).astype(np.int32), top_scores[rows, ranks], personal[rows]
+
+
+def frame(users, items, ranks, scores, personal) -> pd.DataFrame:
+    """Recommendation rows as a DataFrame: user_id, item_id, rank, score, personalised."""
+    return pd.DataFrame(
+        {
+            USER: np.asarray(users, dtype=object),
+            ITEM: np.asarray(items),
+            RANK: np.asarray(ranks, dtype=np.int32),
+            SCORE: np.asarray(scores, dtype=np.float32),
+            PERSONALISED: np.asarray(personal, dtype=bool),
+        }
+    )
+
+
+class TopKScorer:
+    """Answers top-K requests from an exported state (see :mod:`.codec` for the folder)."""
+
+    def __init__(
+        self,
+        root: Scorer,
+        users: pd.Index,
+        items: pd.Index,
+        context: Context,
+        settings: dict[str, Any] | None = None,
+        info: dict[str, Any] | None = None,
+    ):
+        settings = settings or {}
+        self.root = root
+        self.users = users
+        self.items = items
+        self.ctx = context
+        self.default_k = int(settings.get("default_k", 10))
+        self.max_k = int(settings.get("max_k", 1000))
+        self.max_rows = int(settings.get("max_rows", 10_000))
+        self.info = info or {}
+        self._item_ids = items.to_numpy()
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TopKScorer:
+        state = load_state(folder)
+        return cls(state.scorer, state.users, state.items, state.context, state.settings, state.info)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def seen(self):
+        return self.ctx.seen
+
+    @property
+    def popularity(self) -> np.ndarray:
+        return self.ctx.popularity
+
+    def user_index(self, ids: list[Any]) -> np.ndarray:
+        """Indices of raw user IDs (-1: unknown); '196' finds user 196 and 196 finds '196'."""
+        return positions(self.users, ids)
+
+    def item_index(self, ids: list[Any]) -> np.ndarray:
+        return positions(self.items, ids)
+
+    def personalised(self, users: np.ndarray) -> np.ndarray:
+        """True where the model answers the user itself, False where the fallback does."""
+        return self.root.personalised(np.asarray(users, dtype=np.int64), self.ctx.history)
+
+    def score(self, users: np.ndarray) -> np.ndarray:
+        """Scores (float32, users x items) of user indices (-1: unknown), fallback included,
+        seen items not removed."""
+        return self.root.answer(np.asarray(users, dtype=np.int64), self.ctx)
+
+    # ------------------------------------------------------------------------- requests
+
+    def check_request(
+        self, user_ids: list[Any], ks: list[Any] | None = None, exclude_items: list[Any] | None = None
+    ) -> tuple[list[Any], np.ndarray, list[list[Any]]]:
+        """Validate a request; returns (user IDs, k per row, excluded item IDs per row).
+
+        Raises :class:`RequestError` naming the row and field at fault.
+        """
+        n = len(user_ids)
+        if n > self.max_rows:
+            raise RequestError(f"a request may hold at most {self.max_rows} rows, got {n}")
+        for row, uid in enumerate(user_ids):
+            if not _is_id(uid):
+                raise RequestError(
+                    f"row {row}: user_id must be an integer or a string, got {type(uid).__name__} {uid!r}"
+                )
+        ks = [None] * n if ks is None else list(ks)
+        if len(ks) != n:
+            raise RequestError(f"got {len(ks)} values of k for {n} rows")
+        k_out = np.empty(n, dtype=np.int64)
+        for row, k in enumerate(ks):
+            k = self.default_k if k is None else k
+            if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+                raise RequestError(f"row {row}: k must be an integer, got {type(k).__name__} {k!r}")
+            if not 1 <= int(k) <= self.max_k:
+                raise RequestError(
+                    f"row {row}: k must be between 1 and {self.max_k} (the catalogue has "
+                    f"{self.n_items} items), got {int(k)}"
+                )
+            k_out[row] = int(k)
+        excludes: list[list[Any]] = []
+        extras = [None] * n if exclude_items is None else list(exclude_items)
+        if len(extras) != n:
+            raise RequestError(f"got {len(extras)} exclude_items values for {n} rows")
+        for row, extra in enumerate(extras):
+            if extra is None:
+                excludes.append([])
+                continue
+            if isinstance(extra, (str, bytes, dict)) or not hasattr(extra, "__iter__"):
+                raise RequestError(
+                    f"row {row}: exclude_items must be a list of item IDs, got {type(extra).__name__}"
+                )
+            extra = list(extra)
+            bad = [x for x in extra if not _is_id(x)]
+            if bad:
+                raise RequestError(f"row {row}: exclude_items must hold integers or strings, got {bad[0]!r}")
+            excludes.append(extra)
+        return list(user_ids), k_out, excludes
+
+    def recommend(
+        self,
+        user_ids: list[Any],
+        k: int | list[Any] | None = None,
+        exclude_items: list[Any] | None = None,
+        exclude_seen: bool = True,
+    ) -> pd.DataFrame:
+        """Top-k for raw user IDs: rows user_id, item_id, rank, score, personalised.
+
+        ``k`` is one value for every row or one per row (``None``: the default k);
+        ``exclude_items`` one list of item IDs per row (or ``None``). Rows come out in request
+        order, ranks 1..k within a row.
+        """
+        return frame(*self.recommend_columns(user_ids, k, exclude_items, exclude_seen))
+
+    def recommend_columns(
+        self,
+        user_ids: list[Any],
+        k: int | list[Any] | None = None,
+        exclude_items: list[Any] | None = None,
+        exclude_seen: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`recommend` as five aligned arrays (user_id, item_id, rank, score, personalised),
+        without building a DataFrame (the serving path)."""
+        user_ids = list(user_ids)
+        ks = k if isinstance(k, (list, tuple, np.ndarray)) else [k] * len(user_ids)
+        user_ids, ks_arr, excludes = self.check_request(user_ids, ks, exclude_items)
+        exclude = [self.item_index(extra) if extra else None for extra in excludes]
+        rows, items, ranks, scores, personal = rank_rows(
+            self.root, self.ctx, self.user_index(user_ids), ks_arr, exclude, exclude_seen
+        )
+        ids = np.empty(len(user_ids), dtype=object)
+        ids[:] = user_ids
+        return ids[rows], self._item_ids[items], ranks, scores, personal
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (str, numbers.Integral)) and not isinstance(value, bool)

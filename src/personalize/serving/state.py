@@ -1,0 +1,95 @@
+"""What an exported model carries: the champion refit on all the data, its scorer written as
+plain files by the shipped scoring code, the code itself, and the pinned requirements.
+
+The shipped code is the package :mod:`personalize.scoring` copied under the name
+:data:`SHIPPED_NAME` (it uses relative imports only, so the copy is the same code); the MLflow
+model file :data:`MODEL_CODE` imports it by that name.
+"""
+
+from __future__ import annotations
+
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from personalize import scoring
+from personalize.config.serving import ExportConfig
+from personalize.data.ingest import Dataset
+from personalize.data.matrix import IdIndex, InteractionData
+from personalize.models.base import Recommender
+from personalize.models.registry import create_model
+from personalize.serving.champion import Candidate
+
+SCORING_CODE = Path(scoring.__file__).resolve().parent
+MODEL_CODE = Path(__file__).resolve().parent / "standalone" / "recsys_pyfunc.py"
+SHIPPED_NAME = "recsys_scoring"
+SERVING_PACKAGES = ("numpy", "pandas", "scipy", "pyarrow", "pydantic")
+
+
+def all_data(dataset: Dataset) -> InteractionData:
+    """Every interaction of the dataset (train + validation + test), indexed over every known
+    user and the whole catalogue."""
+    index = IdIndex.build(dataset.users, dataset.items, dataset.interactions)
+    return InteractionData.build(dataset.interactions, index, dataset.users, dataset.items)
+
+
+def refit_on_all_data(candidate: Candidate, data: InteractionData) -> Recommender:
+    """The candidate's model, fitted with its selected params and seed on ``data``."""
+    return create_model(candidate.model_type, candidate.params, candidate.seed).fit(data)
+
+
+def write_state(
+    model: Recommender, folder: Path, config: ExportConfig, info: dict[str, Any] | None = None
+) -> Path:
+    """Write the fitted ``model``'s serving state (its scorer, ID maps, seen items, popularity)
+    to ``folder`` with the shipped codec."""
+    return scoring.save_state(
+        folder,
+        model.scorer(),
+        model.index_.users,
+        model.index_.items,
+        model.seen_,
+        model.popularity_,
+        settings={"default_k": config.default_k, "max_k": config.max_k, "max_rows": config.max_rows},
+        info=info,
+    )
+
+
+def ship_code(folder: Path) -> Path:
+    """Copy the scoring package to ``folder/<SHIPPED_NAME>`` (without caches); returns it."""
+    target = Path(folder) / SHIPPED_NAME
+    shutil.copytree(SCORING_CODE, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def pip_requirements(scorer: scoring.Scorer) -> list[str]:
+    """What the served model imports, pinned to the versions it was exported with (torch only
+    when a NeuMF scorer needs it; never the training stack)."""
+    names = [*SERVING_PACKAGES, *(["torch"] if scorer.uses("neumf") else [])]
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
+
+
+def input_example(model: Recommender, config: ExportConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Two request rows for known users (one with its own k, one excluding an item) and the
+    params default k."""
+    users = model.index_.users[np.flatnonzero(model.user_history_ > 0)[:2]]
+    if len(users) == 0:
+        users = model.index_.users[:1]
+    rows: list[dict[str, Any]] = [{"user_id": _native(users[0]), "k": min(5, config.max_k)}]
+    if len(users) > 1:
+        top = int(np.argmax(model.popularity_))
+        rows.append({"user_id": _native(users[1]), "exclude_items": [_native(model.index_.items[top])]})
+    return rows, {"k": config.default_k}
+
+
+def id_type(ids: pd.Index) -> str:
+    """'int' for integer IDs, else 'str': the type requests must use (the model's signature)."""
+    return "int" if pd.api.types.is_integer_dtype(ids.dtype) else "str"
+
+
+def _native(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
