@@ -41,6 +41,7 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports --config pyproject.toml
 
 ui: $(STAMP)
 	$(BIN)/personalize ui

@@ -28,16 +28,11 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from personalize.config import EvaluationConfig, SplitConfig  # noqa: E402
 from personalize.data import load_movielens_100k  # noqa: E402
 from personalize.data.matrix import IdIndex, InteractionData  # noqa: E402
-from personalize.evaluation import (  # noqa: E402
-    EvaluationConfig,
-    Evaluator,
-    SplitConfig,
-    genre_matrix,
-    make_split,
-    make_target,
-)
+from personalize.data.splits import make_split  # noqa: E402
+from personalize.evaluation import Evaluator, genre_matrix, make_target  # noqa: E402
 from personalize.models import create_model  # noqa: E402
 from personalize.scoring import mask as mask_seen  # noqa: E402
 

@@ -4,7 +4,7 @@ Exports one model (default EASE, l2=250) refit on all of ML-100K into a temporar
 (or benchmarks a registered model given with ``--model-uri``), then measures, per request of one
 known user and top-10:
 
-- the raw standalone scorer (``recsys_scorer.TopKScorer.recommend``, read from the logged model's
+- the raw shipped scorer (``recsys_scoring.TopKScorer.recommend``, read from the logged model's
   own files) against its peer in the same run, the training-side ``Recommender.recommend``;
 - ``mlflow.pyfunc`` ``predict`` (request validation + scorer + response rows);
 - REST on loopback: ``mlflow models serve --workers 2``, a bounded load test (a fixed number of
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         print(f"Exporting {args.model} {args.params} refit on all {n} ML-100K interactions ...")
         result = export_champion(
             [Candidate(args.model, args.model, json.loads(args.params), 0.0)],
-            dataset=dataset,
+            dataset,
             config=ExportConfig(registered_model="bench-recommender"),
             experiment="bench-serving",
             tracking_uri=uri,
@@ -258,9 +258,9 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
 
     folder = model_files(model_uri, uri)
     sys.path.insert(0, str(folder / "code"))
-    import recsys_scorer  # the module shipped inside the model
+    import recsys_scoring  # the scoring package shipped inside the model
 
-    scorer = recsys_scorer.TopKScorer.load(folder / "artifacts" / "state")
+    scorer = recsys_scoring.TopKScorer.load(folder / "artifacts" / "state")
     rng = np.random.default_rng(args.seed)
     history = np.diff(scorer.seen.indptr)
     known = scorer.users.to_numpy()[history > 0]
@@ -282,7 +282,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         )
 
     record(
-        "raw scorer (recsys_scorer.recommend_columns), known user",
+        "raw scorer (recsys_scoring recommend_columns), known user",
         time_calls(lambda u: scorer.recommend_columns([u], k=args.k), users),
     )
     record(
@@ -290,7 +290,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         time_calls(lambda u: scorer.recommend_columns([f"visitor-{u}"], k=args.k), users),
     )
     record(
-        "raw scorer as a DataFrame (recsys_scorer.recommend)",
+        "raw scorer as a DataFrame (recsys_scoring recommend)",
         time_calls(lambda u: scorer.recommend([u], k=args.k), users),
     )
     if peer is not None:

@@ -235,6 +235,7 @@ def pop_variants(prepared, seed: int) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow
 def test_recbole_pop_gap_to_our_popularity_is_its_counting(ml100k):
     """Full ML-100K, user_stratified, split seeds 0-2: RecBole's Pop scores about 0.10 NDCG@10
     and our Popularity about 0.144; counting every positive row instead gives ours exactly."""

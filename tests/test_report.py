@@ -62,3 +62,24 @@ def test_find_items_by_title():
     assert report.find_items(items, ["alien", "star"]) == [1, 3]  # exact first, then contains
     with pytest.raises(ValueError, match="no catalogue item has a title like 'Casablanca'"):
         report.find_items(items, ["Casablanca"])
+
+
+@pytest.mark.slow
+def test_the_msr_benchmark_table_of_the_readme_is_reproduced():
+    """Full MovieLens-100K, the MS Recommenders protocol, 5 split seeds (about a minute): the
+    README's table (``personalize msr experiments/ml100k_msr.yaml``), to 4 decimals."""
+    from pathlib import Path
+
+    experiment = Path(__file__).parents[1] / "experiments" / "ml100k_msr.yaml"
+    table = report.msr_report(experiment, ["data.write_processed=false"], track=False, echo=None)
+    rows = table.set_index("model")
+    readme = {
+        "ease+itemknn+genres": (0.4828, 0.1500),
+        "ease": (0.4796, 0.1475),
+        "als": (0.4455, 0.1365),
+        "itemknn": (0.4398, 0.1314),
+    }
+    for model, (ndcg, map_r) in readme.items():
+        assert rows.loc[model, "ndcg@10"] == pytest.approx(ndcg, abs=5e-5), model
+        assert rows.loc[model, "map_r@10"] == pytest.approx(map_r, abs=5e-5), model
+    assert rows.loc["ease+itemknn+genres", "beats published best"] == "yes"

@@ -134,3 +134,13 @@ def test_leakage_checks_can_fail(ml100k_small):
 def test_bad_fractions_rejected():
     with pytest.raises(ValueError, match="leaves no training data"):
         SplitConfig(name="global_temporal", valid_fraction=0.5, test_fraction=0.5)
+
+
+def test_every_split_name_has_a_rule():
+    """A split is named in the config (its defaults) and defined once in data/splits.py."""
+    from typing import get_args
+
+    from personalize.config import SplitName
+    from personalize.data.splits import RULES
+
+    assert list(RULES) == list(get_args(SplitName))

@@ -64,6 +64,11 @@ class MetricName:
         return MetricName(self.metric, int(k))
 
 
+def is_metric_name(text: str) -> bool:
+    """Whether ``text`` is spelled like a metric at K (``ndcg@10``), e.g. a result column."""
+    return bool(_PATTERN.match(str(text)))
+
+
 def metric_key(name: str | MetricName) -> str:
     """``"ndcg@10"`` -> ``"ndcg_at_10"`` (names that are not metrics at K pass unchanged)."""
     try:

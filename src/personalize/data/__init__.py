@@ -1,8 +1,7 @@
 """Data ingestion: read, validate, de-duplicate, quarantine, fingerprint."""
 
 from personalize.config.data import DataConfig, TableSource, TimestampConfig
-from personalize.data.ingest import Dataset, IngestReport, ingest
-from personalize.data.movielens import load_movielens_100k
+from personalize.data.ingest import Dataset, IngestReport, ingest, load_movielens_100k
 
 __all__ = [
     "DataConfig",

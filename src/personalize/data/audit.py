@@ -10,18 +10,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from personalize.config import SplitConfig, SplitName
+from personalize.config import SplitConfig
 from personalize.core import columns as C
 from personalize.data.ingest import Dataset
-from personalize.data.splits import make_split
+from personalize.data.splits import RULES, make_split
 
-SPLITS: tuple[SplitName, ...] = (
-    "user_temporal",
-    "global_temporal",
-    "leave_last_out",
-    "user_stratified",
-    "item_stratified",
-)
+SPLITS: tuple[str, ...] = tuple(RULES)
 
 
 def overview(dataset: Dataset) -> pd.DataFrame:

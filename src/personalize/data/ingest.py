@@ -20,6 +20,7 @@ from personalize.config.data import DataConfig, TableSource
 from personalize.core import columns as C
 from personalize.core.errors import DataError
 from personalize.core.paths import processed_dir
+from personalize.data.movielens import movielens_100k_config
 from personalize.data.readers import ROW, read_table
 from personalize.data.validate import (
     LIST_ATTRIBUTES,
@@ -104,8 +105,6 @@ class Dataset:
 def ingest(config: DataConfig) -> Dataset:
     """Ingest the tables ``config`` names (or MovieLens-100K) into a validated :class:`Dataset`."""
     if config.source == "movielens-100k":
-        from personalize.data.movielens import movielens_100k_config
-
         config = movielens_100k_config(
             write_processed=config.write_processed, sample_users=config.sample_users
         )
@@ -181,6 +180,11 @@ def ingest(config: DataConfig) -> Dataset:
     if config.write_processed:
         dataset = write_processed(dataset)
     return dataset
+
+
+def load_movielens_100k(write_processed: bool = True, sample_users: int | None = None) -> Dataset:
+    """Ingest ML-100K (shipped in the recbole wheel) through the standard validated path."""
+    return ingest(movielens_100k_config(write_processed=write_processed, sample_users=sample_users))
 
 
 # ----------------------------------------------------------------------------- per table

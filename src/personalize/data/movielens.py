@@ -50,10 +50,3 @@ def movielens_100k_config(write_processed: bool = True, sample_users: int | None
         sample_users=sample_users,
         write_processed=write_processed,
     )
-
-
-def load_movielens_100k(write_processed: bool = True, sample_users: int | None = None):
-    """Ingest ML-100K through the standard validated path and return a :class:`Dataset`."""
-    from personalize.data.ingest import ingest
-
-    return ingest(movielens_100k_config(write_processed=write_processed, sample_users=sample_users))

@@ -11,6 +11,7 @@ Group sizes use round-half-to-even on exact fractions (``round(Fraction(n) * f)`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -79,19 +80,9 @@ def make_split(
         if col not in interactions.columns:
             raise ConfigError(f"interactions have no '{col}' column; cannot split")
     data = sort_total_order(interactions)
-    valid_f, test_f = config.fractions()
-    if config.name == "user_temporal":
-        part = _user_temporal(data, test_f, config.min_user_interactions)
-    elif config.name == "global_temporal":
-        part = _global_temporal(data, valid_f, test_f)
-    elif config.name == "leave_last_out":
-        part = _leave_last_out(data, config.n)
-    elif config.name == "user_stratified":
-        part = _stratified(data, C.USER, valid_f, test_f, seed)
-    elif config.name == "item_stratified":
-        part = _item_stratified(data, valid_f, test_f, seed)
-    else:  # pragma: no cover - guarded by the config type
-        raise ConfigError(f"unknown split {config.name!r}")
+    if config.name not in RULES:
+        raise ConfigError(f"unknown split {config.name!r}; available: {', '.join(RULES)}")
+    part = RULES[config.name](data, config, seed)
     if users is None:
         users = pd.DataFrame({C.USER: np.sort(data[C.USER].unique())})
     if items is None:
@@ -111,6 +102,46 @@ def make_split(
 
 
 # ------------------------------------------------------------------------------- rules
+
+Rule = Callable[[pd.DataFrame, SplitConfig, int], np.ndarray]
+#: split name -> rule: (interactions in the total order, config, seed) -> part per row
+#: (0 train, 1 validation, 2 test); the names and defaults are :mod:`personalize.config.split`
+RULES: dict[str, Rule] = {}
+
+
+def rule(name: str) -> Callable[[Rule], Rule]:
+    """Register the decorated function as the rule of split ``name``."""
+
+    def register(fn: Rule) -> Rule:
+        RULES[name] = fn
+        return fn
+
+    return register
+
+
+@rule("user_temporal")
+def _user_temporal_rule(data: pd.DataFrame, config: SplitConfig, seed: int) -> np.ndarray:
+    return _user_temporal(data, config.fractions()[1], config.min_user_interactions)
+
+
+@rule("global_temporal")
+def _global_temporal_rule(data: pd.DataFrame, config: SplitConfig, seed: int) -> np.ndarray:
+    return _global_temporal(data, *config.fractions())
+
+
+@rule("leave_last_out")
+def _leave_last_out_rule(data: pd.DataFrame, config: SplitConfig, seed: int) -> np.ndarray:
+    return _leave_last_out(data, config.n)
+
+
+@rule("user_stratified")
+def _user_stratified_rule(data: pd.DataFrame, config: SplitConfig, seed: int) -> np.ndarray:
+    return _stratified(data, C.USER, *config.fractions(), seed)
+
+
+@rule("item_stratified")
+def _item_stratified_rule(data: pd.DataFrame, config: SplitConfig, seed: int) -> np.ndarray:
+    return _item_stratified(data, *config.fractions(), seed)
 
 
 def half_even(n: np.ndarray, fraction: float) -> np.ndarray:

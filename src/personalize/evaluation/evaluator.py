@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from personalize.config.evaluation import EvaluationConfig
 from personalize.core import columns as C
-from personalize.core.metrics import MetricName
+from personalize.core.metrics import MetricName, is_metric_name
 from personalize.data.matrix import IdIndex, csr_from_pairs
 from personalize.evaluation import metrics as M
 from personalize.evaluation.modes import get_mode
@@ -136,7 +136,7 @@ class EvaluationResult:
 
     @property
     def metric_columns(self) -> list[str]:
-        return [c for c in self.per_user.columns if "@" in c and not c.startswith("coverage")]
+        return [c for c in self.per_user.columns if is_metric_name(c)]
 
 
 class Evaluator:

@@ -13,23 +13,15 @@ import numpy as np
 import pandas as pd
 
 from personalize.config import EvaluationConfig
+from personalize.core.metrics import MetricName
 from personalize.evaluation.evaluator import EvaluationResult
+from personalize.evaluation.metrics import registered
 from personalize.evaluation.stats import bootstrap_ci, holm, paired_test
 
-SHOWN = (
-    "precision",
-    "recall",
-    "hit",
-    "mrr",
-    "ndcg",
-    "map",
-    "map_r",
-    "ndcg_burges",
-    "coverage",
-    "novelty",
-    "popularity",
-    "diversity",
-)
+
+def shown() -> list[str]:
+    """Metric names in leaderboard column order (the metric registry's order)."""
+    return [m.name for m in registered() if m.shown]
 
 
 @dataclass
@@ -90,7 +82,8 @@ class ModelOutcome:
 
 
 def _metrics_at(columns, k: int) -> list[str]:
-    return [f"{m}@{k}" for m in SHOWN if f"{m}@{k}" in columns]
+    names = [str(MetricName(m, k)) for m in shown()]
+    return [name for name in names if name in columns]
 
 
 def long_table(
@@ -110,7 +103,7 @@ def long_table(
         for slice_name, mask in slices.items():
             sub = per_user.loc[mask]
             for name in summary:
-                metric, _, k = name.partition("@")
+                parsed = MetricName.parse(name)
                 if slice_name != "all" and name not in sub.columns:
                     continue
                 if name in sub.columns:
@@ -132,8 +125,8 @@ def long_table(
                         "family": o.family,
                         "part": part,
                         "slice": slice_name,
-                        "metric": metric,
-                        "k": int(k),
+                        "metric": parsed.metric,
+                        "k": parsed.k,
                         "mean": mean,
                         "ci_low": lo,
                         "ci_high": hi,
@@ -161,7 +154,7 @@ def leaderboard(
     and cold slices with their user counts.
     """
     primary = config.primary_metric
-    k = int(primary.split("@")[1])
+    k = config.primary.k
     if not outcomes:
         return pd.DataFrame()
     summaries = {o.label: o.summary(part) for o in outcomes}

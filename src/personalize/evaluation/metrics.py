@@ -1,5 +1,8 @@
 """Per-user ranking metrics, vectorised over users (the protocol's definitions).
 
+(One module: the registry and every metric's formula, so that a new metric is one decorated
+function at the end of this file.)
+
 Notation: a user's top list ``L`` (item indices, ``-1`` for an empty place), ``R`` the user's
 distinct relevant test items, ``hits@j`` the relevant items among the first ``j`` places.
 

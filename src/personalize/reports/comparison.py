@@ -1,5 +1,8 @@
 """Reports on experiment results: comparison figures and tables for notebooks and benchmarks.
 
+(One module: the views notebook 02 and the benchmark table are made of, each a short function
+over the same result objects.)
+
 Everything here reads an :class:`~personalize.recipe.ExperimentResult` (its leaderboard, its
 long metric table, its per-user vectors) or the catalogue; nothing is recomputed differently
 from the evaluator. Figures are matplotlib; :func:`log_figures` files them with the experiment's
@@ -22,6 +25,7 @@ from scipy import stats
 
 from personalize.config import ExperimentConfig
 from personalize.core import columns as C
+from personalize.core.metrics import MetricName
 from personalize.evaluation.leaderboard import ModelOutcome
 from personalize.evaluation.stats import bootstrap_ci, paired_test
 from personalize.recipe import ExperimentResult, run_experiment
@@ -216,7 +220,7 @@ def plot_warm_cold(long: pd.DataFrame, metric: str = "ndcg", k: int = 10, title:
 
 def plot_tradeoffs(table: pd.DataFrame, metric: str = "ndcg@10"):
     """Accuracy against coverage, novelty and popularity bias (ARP), one point per model."""
-    k = metric.split("@")[1]
+    k = MetricName.parse(metric).k
     panels = [
         (f"coverage@{k}", "catalogue coverage (share of items recommended)"),
         (f"novelty@{k}", "novelty (bits; higher = less popular items)"),

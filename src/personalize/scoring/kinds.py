@@ -1,5 +1,8 @@
 """Scorers: how a fitted model scores the catalogue, one implementation per kind.
 
+(One module: the kinds share the base class, the fallback rule and the registry of kinds; each
+kind is one short class here, and its file format is :mod:`.codec`.)
+
 A scorer is plain data (arrays and params) plus the one function that turns it into scores.
 The models build their scorer from their learned state and score through it; the exported
 model ships the same code and the same data, so training, evaluation and serving answer alike.

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from personalize.core.metrics import MetricName, is_metric_name
 from personalize.evaluation.leaderboard import ModelOutcome, SeedOutcome, format_leaderboard
 from personalize.evaluation.plots import learning_curve, metric_vs_k
 from personalize.evaluation.protocol import protocol_text
@@ -32,7 +33,7 @@ from personalize.tracking.store import RunHandle, Tracker, git_state, package_ve
 
 def result_metrics(prefix: str, summary: dict[str, float]) -> dict[str, float]:
     """{'ndcg@10': x} -> {'test_ndcg_at_10': x}."""
-    return {f"{prefix}_{name.replace('@', '_at_')}": value for name, value in summary.items()}
+    return {MetricName.parse(name).prefixed(prefix): value for name, value in summary.items()}
 
 
 @dataclass
@@ -194,24 +195,22 @@ class ExperimentLogger:
                 {k + "_std": v for k, v in result_metrics("test", outcome.seed_std("test")).items()}
             )
         per_user = outcome.per_user("test")
-        metric_cols = [c for c in per_user.columns if "@" in c]
+        metric_cols = [MetricName.parse(c) for c in per_user.columns if is_metric_name(c)]
         for col in metric_cols:
             lo, hi = bootstrap_ci(
-                per_user[col].to_numpy(dtype=float),
+                per_user[str(col)].to_numpy(dtype=float),
                 ev.bootstrap_resamples,
                 ev.confidence,
                 self.config.seeds[0],
             )
-            key = "test_" + col.replace("@", "_at_")
+            key = col.prefixed("test")
             metrics[key + "_ci_low"], metrics[key + "_ci_high"] = lo, hi
         warm = per_user["warm"].to_numpy(dtype=bool)
         if (~warm).any():
             for name, mask in (("warm", warm), ("cold", ~warm)):
                 metrics[f"n_test_users_{name}"] = int(mask.sum())
                 for col in metric_cols:
-                    metrics[f"test_{name}_" + col.replace("@", "_at_")] = float(
-                        per_user.loc[mask, col].mean()
-                    )
+                    metrics[col.prefixed(f"test_{name}")] = float(per_user.loc[mask, str(col)].mean())
         handle.log_metrics(metrics)
         recs = pd.concat(
             [s.test.recommendations.assign(seed=s.seed) for s in outcome.seeds], ignore_index=True
@@ -246,9 +245,9 @@ class ExperimentLogger:
                 fig = metric_vs_k(result.metrics, slice_name=name, title=f"{self.config.name}: {name} users")
                 p.log_figure(fig, f"plots/ndcg_map_vs_k_{name}.png")
                 plt.close(fig)
-        primary = self.config.evaluation.primary_metric
+        primary = self.config.evaluation.primary
         p.log_params({"best_model": table.iloc[0]["model"]})
-        p.log_metrics({"best_test_" + primary.replace("@", "_at_"): float(table.iloc[0][primary])})
+        p.log_metrics({primary.prefixed("best_test"): float(table.iloc[0][str(primary)])})
         for _, row in table.iterrows():
             handle = self._model_runs.get(row["model"])
             if handle is not None and not np.isnan(row["p vs best"]):

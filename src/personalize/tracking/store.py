@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from personalize.core.metrics import metric_key as core_metric_key
 from personalize.core.paths import default_artifact_root, default_tracking_uri, project_root
 
 KIND_TAG = "personalize.kind"  # experiment | session | model | seed | trial
@@ -134,8 +135,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def metric_key(name: str) -> str:
-    """'ndcg@10' -> 'ndcg_at_10' (MLflow metric names allow no '@')."""
-    return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", name.replace("@", "_at_"))
+    """An MLflow metric key: ``ndcg@10`` -> ``ndcg_at_10``; other characters MLflow refuses
+    become ``_``."""
+    return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", core_metric_key(name))
 
 
 @dataclass

@@ -2,9 +2,10 @@
 iterative models, persistent and resumable studies, logged to MLflow, and a final comparison of
 the tuned models on test.
 
-``tune(config)`` (also ``personalize tune EXPERIMENT``) is the entry point. Names are imported
-on first use, so that the typed config (:mod:`personalize.config.tuning`) can be imported by the
-experiment loader without importing the recipe.
+``tune(config)`` (also ``personalize tune EXPERIMENT``) is the entry point (:mod:`.session`);
+its parts are :mod:`.studies`, :mod:`.objective`, :mod:`.final`, :mod:`.results`,
+:mod:`.storage`, :mod:`.compare` (what pruning saves) and :mod:`.plots`. Names are imported on
+first use.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ _EXPORTS = {
     "SearchDimension": "personalize.config.tuning",
     "TuningConfig": "personalize.config.tuning",
     "tune": "personalize.tuning.session",
-    "TuningResult": "personalize.tuning.session",
-    "StudyOutcome": "personalize.tuning.session",
+    "TuningResult": "personalize.tuning.results",
+    "StudyOutcome": "personalize.tuning.results",
     "cap_epochs": "personalize.tuning.session",
     "open_storage": "personalize.tuning.storage",
     "compare_pruning": "personalize.tuning.compare",
-    "tuned_vs_default": "personalize.tuning.compare",
+    "tuned_experiment": "personalize.tuning.final",
+    "tuned_vs_default": "personalize.tuning.final",
 }
 
 __all__ = sorted(_EXPORTS)

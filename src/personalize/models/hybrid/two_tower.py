@@ -1,5 +1,9 @@
 """Two-tower retrieval model with side features; answers cold users and never-seen items.
 
+(One module: its config, feature encoding, training loop and scorer share the encoded feature
+tables; the towers and the feature encoders are modules of their own, :mod:`.towers` and
+:mod:`.two_tower_features`.)
+
 User tower: user ID, age bucket, gender, occupation, zip-code prefix, and the user's history
 length (a context feature: see :mod:`.two_tower_features`). Item tower: item ID,
 genres (a bag), release-year bucket, and the item's dense sentence embedding

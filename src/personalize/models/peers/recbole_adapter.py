@@ -1,6 +1,8 @@
 """RecBole (1.2.1) run on exactly our data: the one module that imports it, with every
 compatibility workaround in one place.
 
+(One module on purpose: whoever upgrades RecBole reads one file.)
+
 What the adapter does
     Writes one split as RecBole atomic *benchmark* files in a temporary working directory --
     ``<name>.train.inter`` / ``.valid.inter`` / ``.test.inter`` plus ``<name>.user`` and
