@@ -12,7 +12,7 @@ TORCH_PIP_ARGS ?=
 EXPERIMENT ?= experiments/ml100k.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-slow lint ui bench clean-venv
+.PHONY: setup run test test-slow lint ui bench notebooks clean-venv
 
 setup: $(STAMP)
 
@@ -42,6 +42,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports --config pyproject.toml
+
+# Execute every notebook with its defaults (full data) into build/notebooks/ (outside git) and render
+# each to HTML, to read them as a user would; prints each notebook's wall time.
+NOTEBOOK_OUT ?= build/notebooks
+notebooks: $(STAMP)
+	mkdir -p $(NOTEBOOK_OUT)
+	@for nb in notebooks/[0-9]*.ipynb; do \
+		name=$$(basename $$nb); start=$$(date +%s); \
+		HF_HUB_OFFLINE=1 $(BIN)/papermill --cwd . -k python3 --no-progress-bar --log-level WARNING \
+			"$$nb" "$(NOTEBOOK_OUT)/$$name" || exit 1; \
+		$(BIN)/jupyter nbconvert --to html --log-level ERROR "$(NOTEBOOK_OUT)/$$name" || exit 1; \
+		echo "$$name: $$(( $$(date +%s) - start )) s -> $(NOTEBOOK_OUT)/$${name%.ipynb}.html"; \
+	done
 
 ui: $(STAMP)
 	$(BIN)/personalize ui

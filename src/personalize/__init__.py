@@ -6,6 +6,7 @@ import-linter contract in pyproject.toml checks it)::
     scoring/     how a fitted model answers (shared by training, evaluation and serving)
     core/        column names, errors, paths, metric names, registries
     config/      typed configuration, plain data
+    plotting/    the house style of every figure
     data/        ingestion, validation, the index, splits
     features/    item vectors, text embeddings, content profiles, vector index
     models/      one module per model behind one contract

@@ -36,6 +36,17 @@ NoTrackOpt = Annotated[bool, typer.Option("--no-track", help="Run without loggin
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show MLflow's progress bars and INFO logs (quiet by default).")
+    ] = False,
+) -> None:
+    """Personalization Lab: compare recommenders under one evaluation protocol, tracked in MLflow."""
+    if verbose:
+        os.environ["PERSONALIZE_VERBOSE"] = "1"
+
+
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)

@@ -1,12 +1,13 @@
 """A data audit: what ingestion accepted and quarantined, and the shape of the data
-(sparsity, the popularity long tail, activity over time, ratings, cold users per split).
+(sparsity, the popularity long tail, activity per user and item, activity over time, ratings,
+demographics, the catalogue's genres and years, cold users per split).
 
-Tables are plain DataFrames; each ``plot_*`` function returns a matplotlib figure.
+Every function returns a plain DataFrame (or a number); the figures of notebook 01 are drawn
+from them by :mod:`personalize.reports.audit`.
 """
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -64,15 +65,97 @@ def head_share(dataset: Dataset, top_fraction: float = 0.2) -> float:
 
 
 def activity_by_month(dataset: Dataset) -> pd.DataFrame:
-    """Interactions and active users per calendar month (UTC)."""
+    """Interactions and active users per calendar month (UTC), with the days of the month the
+    data covers: the first and last months are usually partial (``partial``), so their counts
+    are not comparable with full months."""
     inter = dataset.interactions
-    month = inter[C.TIMESTAMP].dt.tz_convert("UTC").dt.tz_localize(None).dt.to_period("M")
-    return (
-        inter.assign(month=month)
+    stamps = inter[C.TIMESTAMP].dt.tz_convert("UTC").dt.tz_localize(None)
+    table = (
+        inter.assign(month=stamps.dt.to_period("M"))
         .groupby("month")
         .agg(interactions=(C.ITEM, "size"), active_users=(C.USER, "nunique"))
         .reset_index()
     )
+    first, last = stamps.min(), stamps.max()
+    days = table["month"].map(lambda m: m.days_in_month).astype(int)
+    covered = days.copy()
+    if len(table):
+        covered.iloc[0] = days.iloc[0] - first.day + 1
+        covered.iloc[-1] = last.day if len(table) > 1 else last.day - first.day + 1
+    table["days covered"] = covered.to_numpy()
+    table["partial"] = table["days covered"] < days
+    return table
+
+
+def per_entity_counts(dataset: Dataset, key: str) -> pd.Series:
+    """Interactions per user (``key="user_id"``) or per item, over the entities that have any."""
+    return dataset.interactions.groupby(key).size()
+
+
+def relevance(dataset: Dataset, min_rating: float | None = None) -> pd.DataFrame:
+    """Which ratings count as relevant in evaluation: every interaction by default (binary
+    relevance), or ratings >= ``min_rating`` (``evaluation.min_rating``)."""
+    inter = dataset.interactions
+    if C.RATING not in inter.columns:
+        return pd.DataFrame({"rule": ["every interaction"], "relevant share": [1.0]})
+    ratings = inter[C.RATING]
+    rows = [{"rule": "every interaction (default)", "relevant share": 1.0}]
+    thresholds = [min_rating] if min_rating is not None else sorted(ratings.dropna().unique())[1:]
+    for t in thresholds:
+        rows.append({"rule": f"rating >= {t:g}", "relevant share": float((ratings >= t).mean())})
+    return pd.DataFrame(rows)
+
+
+def demographics(dataset: Dataset) -> dict[str, pd.Series]:
+    """Users per value of each user attribute present (age in bands, gender, occupation,
+    region = the zip code's first digit), missing values counted as "(missing)"."""
+    users = dataset.users
+    out: dict[str, pd.Series] = {}
+    if C.AGE in users.columns:
+        bands = pd.cut(
+            users[C.AGE],
+            [0, 18, 25, 35, 45, 50, 56, 200],
+            right=False,
+            labels=["<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"],
+        )
+        out["age"] = bands.value_counts(sort=False, dropna=False).rename(index={np.nan: "(missing)"})
+    for col, name in ((C.GENDER, "gender"), (C.OCCUPATION, "occupation")):
+        if col in users.columns:
+            out[name] = users[col].fillna("(missing)").value_counts()
+    if C.ZIP in users.columns:
+        region = users[C.ZIP].astype("string").str.slice(0, 1)
+        out["region (zip prefix)"] = region.fillna("(missing)").value_counts().sort_index()
+    return out
+
+
+def genre_coverage(dataset: Dataset) -> pd.DataFrame:
+    """Per genre: catalogue items and interactions (an item counts once per genre it has)."""
+    items = dataset.items
+    if C.GENRES not in items.columns:
+        return pd.DataFrame(columns=["genre", "items", "interactions"])
+    lists = items[[C.ITEM, C.GENRES]].copy()
+    lists[C.GENRES] = lists[C.GENRES].map(
+        lambda v: list(v) if isinstance(v, (list, tuple, np.ndarray)) else ["(none)"]
+    )
+    exploded = lists.explode(C.GENRES)
+    counts = per_entity_counts(dataset, C.ITEM)
+    exploded["interactions"] = exploded[C.ITEM].map(counts).fillna(0).astype(int)
+    table = exploded.groupby(C.GENRES).agg(items=(C.ITEM, "size"), interactions=("interactions", "sum"))
+    return table.sort_values("interactions", ascending=False).rename_axis("genre").reset_index()
+
+
+def year_coverage(dataset: Dataset, width: int = 10) -> pd.DataFrame:
+    """Catalogue items and interactions per release-year bucket (``width`` years)."""
+    items = dataset.items
+    if C.YEAR not in items.columns:
+        return pd.DataFrame(columns=["years", "items", "interactions"])
+    counts = per_entity_counts(dataset, C.ITEM)
+    year = pd.to_numeric(items[C.YEAR], errors="coerce")
+    start = (year // width * width).astype("Int64")
+    label = start.map(lambda y: "(missing)" if pd.isna(y) else f"{y}-{y + width - 1}")
+    frame = pd.DataFrame({"years": label, "interactions": items[C.ITEM].map(counts).fillna(0).astype(int)})
+    table = frame.groupby("years").agg(items=("years", "size"), interactions=("interactions", "sum"))
+    return table.reset_index()
 
 
 def rating_distribution(dataset: Dataset) -> pd.DataFrame:
@@ -101,77 +184,3 @@ def cold_users_by_split(dataset: Dataset, seed: int = 0) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-# ----------------------------------------------------------------------------------- plots
-
-
-def plot_quarantine(dataset: Dataset):
-    table = quarantine_reasons(dataset)
-    fig, ax = plt.subplots(figsize=(7, 3))
-    if table.empty:
-        ax.text(0.5, 0.5, "no row quarantined", ha="center", va="center")
-        ax.set_axis_off()
-    else:
-        labels = table["table"] + ": " + table["reason"]
-        ax.barh(labels, table["rows"])
-        ax.set_xlabel("rows")
-    ax.set_title("Quarantined rows by reason")
-    fig.tight_layout()
-    return fig
-
-
-def plot_long_tail(dataset: Dataset):
-    tail = long_tail(dataset)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.plot(tail["rank"], tail["interactions"])
-    a.set_yscale("log")
-    a.set_xlabel("item popularity rank")
-    a.set_ylabel("interactions (log)")
-    a.set_title("Popularity long tail")
-    b.plot(tail["rank"] / len(dataset.items), tail["cumulative_share"])
-    b.axvline(0.2, color="grey", ls="--")
-    b.set_xlabel("share of catalogue (most popular first)")
-    b.set_ylabel("share of interactions")
-    b.set_title(f"Top 20% of items take {head_share(dataset):.0%} of interactions")
-    fig.tight_layout()
-    return fig
-
-
-def plot_activity(dataset: Dataset):
-    act = activity_by_month(dataset)
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    x = act["month"].astype(str)
-    ax.bar(x, act["interactions"], color="tab:blue")
-    ax.set_ylabel("interactions", color="tab:blue")
-    ax2 = ax.twinx()
-    ax2.plot(x, act["active_users"], color="tab:orange", marker="o")
-    ax2.set_ylabel("active users", color="tab:orange")
-    ax.set_title("Activity over time (UTC months)")
-    ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    return fig
-
-
-def plot_ratings(dataset: Dataset):
-    dist = rating_distribution(dataset)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.bar(dist[C.RATING].astype(str), dist["interactions"])
-    ax.set_xlabel("rating")
-    ax.set_ylabel("interactions")
-    ax.set_title("Rating distribution")
-    fig.tight_layout()
-    return fig
-
-
-def plot_cold_users(table: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    x = np.arange(len(table))
-    ax.bar(x - 0.2, table["test users"], width=0.4, label="test users")
-    ax.bar(x + 0.2, table["cold vs train"], width=0.4, label="cold (no train interactions)")
-    ax.set_xticks(x, table["split"], rotation=20)
-    ax.set_ylabel("users")
-    ax.set_title("Test users each split leaves cold")
-    ax.legend()
-    fig.tight_layout()
-    return fig

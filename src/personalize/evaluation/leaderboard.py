@@ -204,6 +204,13 @@ def leaderboard(
     return table.sort_values(primary, ascending=False, kind="stable").reset_index(drop=True)
 
 
+def seeds_text(seeds: str | list) -> str:
+    """``"0,1,2"`` or ``[0, 1, 2]`` -> ``"3 seeds (0, 1, 2)"``; one seed -> ``"1 seed (0)"``."""
+    values = [s.strip() for s in seeds.split(",")] if isinstance(seeds, str) else [str(s) for s in seeds]
+    values = [v for v in values if v != ""]
+    return f"{len(values)} seed{'s' if len(values) != 1 else ''} ({', '.join(values)})"
+
+
 def format_leaderboard(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """Human-readable copy: 'mean [low, high]' cells, p-values in scientific notation."""
     out = pd.DataFrame()
@@ -220,6 +227,8 @@ def format_leaderboard(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
             out[col] = ["best" if pd.isna(p) else f"{p:.2g}" for p in values]
         elif col in ("fit s", "eval s"):
             out[col] = [f"{v:.2f}" for v in values]
+        elif col == "seeds":
+            out[col] = values.map(seeds_text)
         elif col == "std over seeds":
             out[col] = ["-" if pd.isna(v) else f"{v:.{digits}f}" for v in values]
         elif pd.api.types.is_float_dtype(values):

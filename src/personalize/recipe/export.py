@@ -15,8 +15,9 @@ Echo = Callable[[str], None]
 
 
 def candidates_from_result(result: ExperimentResult, metric: str = "ndcg@10") -> list[Candidate]:
-    """Candidates of an experiment: per model the mean validation ``metric`` over seeds, and the
-    selected params and seed of its best seed."""
+    """Candidates of an experiment: per model the mean validation ``metric`` over seeds with its
+    per-user values (averaged over seeds), the selected params and seed of its best seed, and
+    its test figure (reported beside the choice, never used for it)."""
     out = []
     for outcome in result.outcomes:
         seeds = outcome.seeds
@@ -24,6 +25,7 @@ def candidates_from_result(result: ExperimentResult, metric: str = "ndcg@10") ->
         if metric not in seeds[0].valid.summary:
             raise ConfigError(f"export.metric {metric!r} is not evaluated; available: {available}")
         best = max(seeds, key=lambda s: s.valid.summary[metric])
+        per_user = outcome.per_user("valid")
         out.append(
             Candidate(
                 label=outcome.label,
@@ -32,6 +34,8 @@ def candidates_from_result(result: ExperimentResult, metric: str = "ndcg@10") ->
                 value=float(np.mean([s.valid.summary[metric] for s in seeds])),
                 seed=int(best.seed),
                 run_id=outcome.run_id,
+                per_user=per_user[metric] if metric in per_user.columns else None,
+                test_value=outcome.summary("test").get(metric),
             )
         )
     return out
@@ -49,6 +53,8 @@ def export_result(
         candidates_from_result(result, config.metric),
         result.dataset,
         config=config,
+        confidence=result.config.evaluation.confidence,
+        paired_test=result.config.evaluation.paired_test,
         parent_run_id=result.parent_run_id,
         tracking_uri=result.tracking_uri,
         progress=progress,

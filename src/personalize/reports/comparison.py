@@ -23,28 +23,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from personalize import plotting as P
 from personalize.config import ExperimentConfig
 from personalize.core import columns as C
 from personalize.core.metrics import MetricName
 from personalize.evaluation.leaderboard import ModelOutcome
-from personalize.evaluation.stats import bootstrap_ci, paired_test
+from personalize.evaluation.stats import bootstrap_ci, holm, paired_test
+from personalize.models.neural.training import TorchRecommender
+from personalize.models.registry import get_model_class
 from personalize.recipe import ExperimentResult, run_experiment
+from personalize.reports import views
 from personalize.tracking.store import RunHandle, Tracker
 
-FAMILIES = ("baseline", "collaborative", "content", "hybrid")
-FAMILY_COLOURS = {
-    "baseline": "tab:gray",
-    "collaborative": "tab:blue",
-    "content": "tab:green",
-    "hybrid": "tab:red",
-}
 # Microsoft Recommenders' MovieLens-100K benchmark table, best row (BiVAE): NDCG@10 and MAP
 # (their `map`, divided by |R|: our `map_r@10` in msr mode).
 MSR_PUBLISHED = {"model": "BiVAE (MS Recommenders, published)", "ndcg@10": 0.475, "map_r@10": 0.146}
-
-
-def _colour(family: str) -> str:
-    return FAMILY_COLOURS.get(family, "tab:purple")
 
 
 # --------------------------------------------------------------------------- configs
@@ -62,50 +55,70 @@ def select_models(config: ExperimentConfig, labels: Iterable[str] | None) -> Exp
     return config.model_copy(update={"models": [m for m in config.models if m.label in wanted]})
 
 
+def notebook_models(config: ExperimentConfig, labels: Iterable[str] | None, full: bool) -> ExperimentConfig:
+    """Notebook 02's models: ``labels`` when given, else every model with ``full``, else the
+    models without the neural ones."""
+    if labels:
+        return select_models(config, labels)
+    return config if full else without_neural(config)
+
+
+def without_neural(config: ExperimentConfig) -> ExperimentConfig:
+    """A copy of ``config`` without the neural models (PyTorch-trained: NeuMF, the two-tower),
+    the part of a comparison that takes most of its time."""
+    keep = [m for m in config.models if not issubclass(get_model_class(m.type), TorchRecommender)]
+    return config.model_copy(update={"models": keep})
+
+
 # ------------------------------------------------------------------------ leaderboard
 
 
+@P.house_style
 def plot_leaderboard(table: pd.DataFrame, metric: str = "ndcg@10", title: str | None = None):
-    """Horizontal bars of ``metric`` with its 95% interval over users, coloured by family."""
-    rows = table.sort_values(metric, ascending=True, kind="stable")
-    fig, ax = plt.subplots(figsize=(7, 0.38 * len(rows) + 1.4))
-    y = np.arange(len(rows))
-    low, high = rows.get(f"{metric} low"), rows.get(f"{metric} high")
-    err = None if low is None else [rows[metric] - low, high - rows[metric]]
-    ax.barh(y, rows[metric], xerr=err, color=[_colour(f) for f in rows["family"]], capsize=3, alpha=0.85)
-    ax.set_yticks(y, rows["model"])
-    ax.set_xlabel(f"{metric.upper()} (test; bars: 95% bootstrap interval over users)")
-    ax.grid(axis="x", alpha=0.3)
-    _family_legend(ax, rows["family"])
+    """Test ``metric`` per model with its 95% interval over users (dots and lines, best at the
+    top), coloured by family; models within noise of the best (the leaderboard's Holm-adjusted
+    paired test) drawn hollow."""
+    rows = table.sort_values(metric, ascending=False, kind="stable")
+    fig, axes = P.figure(height=P.rows_height(len(rows)))
+    ax = axes[0][0]
+    P.interval_rows(
+        ax,
+        rows["model"].tolist(),
+        rows[metric],
+        rows.get(f"{metric} low"),
+        rows.get(f"{metric} high"),
+        [P.family_colour(f) for f in rows["family"]],
+        f"test {metric.upper()} (95% bootstrap interval over users)",
+    )
+    P.family_legend(fig, rows["family"].tolist())
     ax.set_title(title or f"{metric.upper()} by model")
-    fig.tight_layout()
     return fig
 
 
-def _family_legend(ax, families: Iterable[str]) -> None:
-    from matplotlib.patches import Patch
-
-    present = [f for f in FAMILIES if f in set(families)]
-    ax.legend(handles=[Patch(color=_colour(f), label=f) for f in present], fontsize=8, loc="lower right")
-
-
+@P.house_style
 def plot_metric_by_family(long: pd.DataFrame, metric: str = "ndcg", slice_name: str = "all"):
-    """``metric``@K against K, one panel per model family, a line (and 95% band) per model."""
+    """``metric``@K against K, one panel per model family, a line (and 95% band) per model; one
+    legend of every model, right of the panels."""
     data = long[(long["slice"] == slice_name) & (long["metric"] == metric)]
-    families = [f for f in FAMILIES if f in set(data["family"])] + sorted(set(data["family"]) - set(FAMILIES))
-    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.8), sharey=True, squeeze=False)
+    families = [f for f in P.FAMILY_ORDER if f in set(data["family"])] + sorted(
+        set(data["family"]) - set(P.FAMILY_ORDER)
+    )
+    fig, axes = P.figure(1, len(families), width=P.WIDTH + 2, height=3.4, sharey=True)
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
     for ax, family in zip(axes[0], families):
         for model, rows in data[data["family"] == family].groupby("model", sort=False):
             rows = rows.sort_values("k")
-            (line,) = ax.plot(rows["k"], rows["mean"], marker="o", label=model)
-            ax.fill_between(rows["k"], rows["ci_low"], rows["ci_high"], color=line.get_color(), alpha=0.15)
+            colour = next(colours)
+            ax.plot(rows["k"], rows["mean"], marker="o", ms=3, color=colour, label=model)
+            ax.fill_between(rows["k"], rows["ci_low"], rows["ci_high"], color=colour, alpha=0.15)
         ax.set_title(family)
-        ax.set_xlabel("K")
+        ax.set_xlabel("K (list length)")
         ax.set_xticks(sorted(data["k"].unique()))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    axes[0][0].set_ylabel(f"{metric.upper()}@K ({slice_name} users)")
-    fig.tight_layout()
+    axes[0][0].set_ylabel(f"test {metric.upper()}@K ({slice_name} users)")
+    handles = [h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in axes[0] for lab in ax.get_legend_handles_labels()[1]]
+    fig.legend(handles, labels, title="model (95% bands)", loc="outside right upper")
+    fig.suptitle(f"{metric.upper()}@K by family")
     return fig
 
 
@@ -155,9 +168,12 @@ def compare_models(
 def hybrid_vs_parts(
     result: ExperimentResult, hybrid: str, parts: Sequence[str], metric: str | None = None
 ) -> pd.DataFrame:
-    """One row per part: the hybrid against that part (see :func:`compare_models`)."""
+    """One row per part: the hybrid against that part (see :func:`compare_models`), with the
+    p-values Holm-adjusted across the parts (``p (Holm)``: the family is this hybrid's parts)."""
     rows = [compare_models(result, hybrid, part, metric) for part in parts]
-    return pd.DataFrame(rows).rename(columns={"a": "hybrid", "b": "part"})
+    table = pd.DataFrame(rows).rename(columns={"a": "hybrid", "b": "part"})
+    table["p (Holm)"] = holm(table["p"].tolist())
+    return table
 
 
 # --------------------------------------------------------------------------- cold users
@@ -184,15 +200,17 @@ def warm_cold_table(long: pd.DataFrame, metric: str = "ndcg", k: int = 10) -> pd
     )
 
 
+@P.house_style
 def plot_warm_cold(long: pd.DataFrame, metric: str = "ndcg", k: int = 10, title: str | None = None):
     """Grouped bars: ``metric``@k of every model for warm and cold test users, with intervals."""
     table = warm_cold_table(long, metric, k)
     if table.empty:
         raise ValueError("this result has no cold test users (use a split like global_temporal)")
-    fig, ax = plt.subplots(figsize=(max(7, 0.7 * len(table) + 2), 4))
+    fig, axes = P.figure(width=max(P.WIDTH, 0.55 * len(table) + 3), height=4.0)
+    ax = axes[0][0]
     x = np.arange(len(table))
     width = 0.4
-    for offset, s, hatch in ((-width / 2, "warm", ""), (width / 2, "cold", "//")):
+    for offset, s, colour in ((-width / 2, "warm", "tab:blue"), (width / 2, "cold", "tab:orange")):
         err = [table[s] - table[f"{s} low"], table[f"{s} high"] - table[s]]
         ax.bar(
             x + offset,
@@ -200,45 +218,38 @@ def plot_warm_cold(long: pd.DataFrame, metric: str = "ndcg", k: int = 10, title:
             width,
             yerr=err,
             capsize=2,
-            color=[_colour(f) for f in table["family"]],
-            hatch=hatch,
-            edgecolor="black",
-            linewidth=0.4,
+            color=colour,
             label=f"{s} ({int(table[f'{s} users'].iloc[0])} users)",
         )
     ax.set_xticks(x, table["model"], rotation=35, ha="right")
-    ax.set_ylabel(f"{metric.upper()}@{k}")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title or f"Warm vs cold test users ({metric.upper()}@{k}; 95% intervals)")
-    fig.tight_layout()
+    ax.set_ylabel(f"test {metric.upper()}@{k}")
+    P.legend_outside(fig, ax, "test users (95% intervals)")
+    ax.set_title(title or f"Warm and cold test users: {metric.upper()}@{k}")
     return fig
 
 
 # ---------------------------------------------------------------- beyond accuracy
 
 
+@P.house_style
 def plot_tradeoffs(table: pd.DataFrame, metric: str = "ndcg@10"):
-    """Accuracy against coverage, novelty and popularity bias (ARP), one point per model."""
+    """Accuracy against coverage, novelty and popularity bias (ARP), one labelled point per model
+    (labels placed so that they do not overlap), coloured by family."""
     k = MetricName.parse(metric).k
     panels = [
-        (f"coverage@{k}", "catalogue coverage (share of items recommended)"),
+        (f"coverage@{k}", "catalogue coverage (share of items in some top list)"),
         (f"novelty@{k}", "novelty (bits; higher = less popular items)"),
-        (f"popularity@{k}", "popularity bias (mean train count of recommended items)"),
+        (f"popularity@{k}", "popularity bias (mean training interactions)"),
     ]
     panels = [(col, label) for col, label in panels if col in table.columns]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (col, label) in zip(axes[0], panels):
-        for _, row in table.iterrows():
-            ax.scatter(row[col], row[metric], color=_colour(row["family"]), s=40)
-            ax.annotate(
-                row["model"], (row[col], row[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points"
-            )
+    fig, axes = P.figure(len(panels), 1, height=3.2 * len(panels), sharey=True)
+    for ax, (col, label) in zip(axes[:, 0], panels):
+        ax.scatter(table[col], table[metric], c=[P.family_colour(f) for f in table["family"]], s=30)
+        P.label_points(ax, table[col].tolist(), table[metric].tolist(), table["model"].tolist())
         ax.set_xlabel(label)
-        ax.set_ylabel(metric.upper())
-        ax.grid(alpha=0.3)
-    _family_legend(axes[0][0], table["family"])
-    fig.tight_layout()
+        ax.set_ylabel(f"test {metric.upper()}")
+    P.family_legend(fig, table["family"].tolist())
+    fig.suptitle("Accuracy against coverage, novelty and popularity bias")
     return fig
 
 
@@ -299,27 +310,25 @@ def _label(row: pd.Series) -> str:
     return f"{text} ({int(year)})" if year is not None and not pd.isna(year) else text
 
 
+@P.house_style
 def plot_more_like_this(table: pd.DataFrame, title: str | None = None):
     """One panel per query film: its nearest items by content similarity."""
     queries = list(dict.fromkeys(table["query"]))
     cols = min(2, len(queries))
     rows_n = int(np.ceil(len(queries) / cols))
     k = int(table["rank"].max())
-    fig, axes = plt.subplots(
-        rows_n, cols, figsize=(6.5 * cols, 0.45 * k * rows_n + 1.2 * rows_n), squeeze=False
-    )
+    fig, axes = P.figure(rows_n, cols, width=P.WIDTH + 2, height=(0.3 * k + 0.9) * rows_n)
     for ax, query in zip(axes.ravel(), queries):
         sub = table[table["query"] == query].sort_values("rank", ascending=False)
         ax.barh(np.arange(len(sub)), sub["similarity"], color="tab:green", alpha=0.8)
-        ax.set_yticks(np.arange(len(sub)), sub["similar"], fontsize=8)
+        ax.set_yticks(np.arange(len(sub)), sub["similar"], fontsize=7.5)
         ax.set_xlim(0, 1)
         ax.set_title(f"more like {query}", fontsize=9)
-        ax.set_xlabel("cosine similarity")
+        ax.set_xlabel("cosine similarity of content vectors")
+        ax.grid(axis="y", alpha=0)
     for ax in axes.ravel()[len(queries) :]:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    fig.suptitle(title or "More like this")
     return fig
 
 
@@ -430,3 +439,50 @@ def msr_report(
         echo(format_intervals(table).to_markdown(index=False))
     log_figures(result, {}, {"report/msr_table.csv": table, "report/msr_table.md": format_intervals(table)})
     return table
+
+
+# --------------------------------------------------------------------- notebook 02
+
+
+def run_peers(
+    experiment: str | Path | None, overrides: list[str], labels: Iterable[str] | None, track: bool
+) -> ExperimentResult | None:
+    """RecBole's models as peers on our split (``experiment``; None: not run)."""
+    if not experiment:
+        return None
+    from personalize.recipe import load_experiment
+
+    config = select_models(load_experiment(experiment, overrides), labels)
+    return run_experiment(config, track=track, progress=False, echo=None)
+
+
+def parts_view(parts: pd.DataFrame) -> pd.DataFrame:
+    """:func:`hybrid_vs_parts` as a reader needs it: each part's mean, the hybrid minus the part
+    with its interval, the paired test and its Holm adjustment across the parts."""
+    table = parts.rename(columns={"a mean": "hybrid mean", "b mean": "part mean"})
+    columns = [
+        "part",
+        "hybrid mean",
+        "part mean",
+        "difference",
+        "difference low",
+        "difference high",
+        "p",
+        "p (Holm)",
+    ]
+    return views.comparison(table[columns], "the hybrid's parts")
+
+
+def notebook_summary(
+    result: ExperimentResult, peers: ExperimentResult | None, similar: pd.DataFrame
+) -> dict[str, Any]:
+    """What notebook 02 records for its test besides its findings."""
+    board = result.leaderboard
+    return {
+        "models": board["model"].tolist(),
+        "families": sorted(board["family"].unique()),
+        "tracked": bool(result.parent_run_id),
+        "peers": [] if peers is None else peers.leaderboard["model"].tolist(),
+        "peers_families": [] if peers is None else sorted(peers.leaderboard["family"].unique()),
+        "more_like_this_rows": len(similar),
+    }

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
 from tqdm.auto import tqdm
@@ -50,8 +49,9 @@ from personalize.models.base import Recommender
 from personalize.serving.champion import (
     Candidate,
     ExportError,
+    Selection,
     candidates_table,
-    choose_champion,
+    rank,
     selection_plot,
 )
 from personalize.serving.state import (
@@ -62,6 +62,7 @@ from personalize.serving.state import (
     pip_requirements,
     refit_on_all_data,
     ship_code,
+    state_hash,
     write_state,
 )
 from personalize.tracking import model_registry, records
@@ -84,7 +85,9 @@ EXAMPLE_REQUEST: dict[str, Any] = {
 
 @dataclass
 class ExportResult:
-    """Where the champion went: registry name, version and alias, and the model's URIs."""
+    """Where the champion went: registry name, version and alias, the model's URIs, and why it
+    is the champion (``selection``). ``unchanged``: the champion already served exactly this
+    state, so no version was registered."""
 
     registered_model: str
     version: str
@@ -98,7 +101,14 @@ class ExportResult:
     previous: dict[str, str] | None
     refit_seconds: float
     tracking_uri: str
+    selection: Selection | None = None
+    unchanged: bool = False
+    state_hash: str = ""
     model: Recommender | None = field(default=None, repr=False)  # the refit model, in process
+
+    @property
+    def reason(self) -> str:
+        return self.selection.reason(self.metric) if self.selection else ""
 
     def summary(self) -> str:
         prev = (
@@ -107,22 +117,42 @@ class ExportResult:
             if self.previous
             else "none"
         )
-        return "\n".join(
-            [
-                f"Champion:   {self.champion.label} ({self.champion.model_type}), "
-                f"valid {self.metric} = {self.champion.value:.4f}, seed {self.champion.seed}",
-                f"Refit:      on all the data in {self.refit_seconds:.1f} s",
-                f"Registered: {self.registered_model} version {self.version}"
-                + (f", alias '{self.alias}'" if self.model_uri.endswith(f"@{self.alias}") else ""),
-                f"Replaced:   {prev}",
-                f"Load:       mlflow.pyfunc.load_model('{self.model_uri}')",
-                f"Serve:      MLFLOW_TRACKING_URI={self.tracking_uri} "
-                f"mlflow models serve -m '{self.model_uri}' --env-manager local --port 5001",
-            ]
+        registered = (
+            f"unchanged: version {self.version} already serves this exact state "
+            f"(state, scoring code and settings hash {self.state_hash[:12]}); no new version"
+            if self.unchanged
+            else f"{self.registered_model} version {self.version}"
+            + (f", alias '{self.alias}'" if self.model_uri.endswith(f"@{self.alias}") else "")
         )
+        lines = [
+            f"Champion:   {self.champion.label} ({self.champion.model_type}), "
+            f"valid {self.metric} = {self.champion.value:.4f}, seed {self.champion.seed}",
+            f"Why:        {self.reason}",
+            f"Refit:      on all the data in {self.refit_seconds:.1f} s",
+            f"Registered: {registered}",
+        ]
+        if not self.unchanged:
+            lines.append(f"Replaced:   {prev}")
+        lines += [
+            f"Load:       mlflow.pyfunc.load_model('{self.model_uri}')",
+            f"Serve:      MLFLOW_TRACKING_URI={self.tracking_uri} "
+            f"mlflow models serve -m '{self.model_uri}' --env-manager local --port 5001",
+        ]
+        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------- export
+
+
+@dataclass
+class _Finalist:
+    """A candidate refit on all the data, its state written."""
+
+    candidate: Candidate
+    model: Recommender
+    state: Path
+    info: dict[str, Any]
+    seconds: float
 
 
 def export_champion(
@@ -133,13 +163,18 @@ def export_champion(
     parent_run_id: str | None = None,
     experiment: str | None = None,
     tracking_uri: str | None = None,
+    confidence: float = 0.95,
+    paired_test: str = "t",
     progress: bool = True,
     echo: Echo | None = print,
 ) -> ExportResult:
-    """Choose, refit on all of ``dataset``, log, register and promote the champion.
+    """Choose (see :mod:`personalize.serving.champion` for the rule), refit on all of
+    ``dataset``, log, register and promote the champion.
 
     The export run is nested under ``parent_run_id`` (the experiment or tuning session the
-    candidates come from) when given, else it is filed in the MLflow ``experiment``.
+    candidates come from) when given, else it is filed in the MLflow ``experiment``. When the
+    exported state, the shipped scoring code and the serving settings hash to what the current
+    champion version holds, nothing is registered: the result says the champion is unchanged.
     """
     say = echo or (lambda _msg: None)
     config = config or ExportConfig()
@@ -148,12 +183,10 @@ def export_champion(
     parent_experiment_id = None
     if parent_run_id is not None:
         experiment, parent_experiment_id = records.experiment_of_run(parent_run_id, uri)
-    champion = choose_champion(candidates)
-    table = candidates_table(candidates, champion, config.metric)
+    selection = rank(candidates, confidence, paired_test)
     name = config.model_name(dataset.name)
-    say(f"\nExport: champion by validation {config.metric} is {champion.label} ({champion.value:.4f})")
 
-    steps = tqdm(total=4, desc="export", disable=not progress, unit="step")
+    steps = tqdm(total=3, desc="export", disable=not progress, unit="step")
     try:
         tracker = Tracker(experiment or "exports", uri)
         parent = None
@@ -161,87 +194,142 @@ def export_champion(
             parent = RunHandle(tracker.client, parent_run_id, parent_experiment_id, "parent")
         with (
             tracker.run(
-                f"export {champion.label}",
-                "export",
-                parent=parent,
-                tags={"model_type": champion.model_type, "registered_model": name},
+                f"export {selection.leader.label}", "export", parent=parent, tags={"registered_model": name}
             ) as run,
             tempfile.TemporaryDirectory() as tmp,
         ):
-            steps.set_postfix_str(f"refit {champion.label} on all data")
-            t0 = time.perf_counter()
-            model = refit_on_all_data(champion, all_data(dataset))
-            refit_seconds = time.perf_counter() - t0
+            steps.set_postfix_str("refit on all data")
+            final = _refit_finalists(selection, dataset, config, parent_run_id, run.run_id, Path(tmp))
+            table = candidates_table(candidates, selection, config.metric, confidence)
+            say(f"\nExport: {selection.reason(config.metric)}")
+            code = ship_code(Path(tmp) / "code")
+            requirements = pip_requirements(final.model.scorer())
+            digest = state_hash(final.state, code, config, requirements)
+            _log_selection(run, final, config, table, selection, digest, len(candidates))
             steps.update(1)
 
-            steps.set_postfix_str("write state")
-            info = _provenance(champion, config, dataset, parent_run_id, run.run_id)
-            state = write_state(model, Path(tmp) / "state", config, info)
-            _log_selection(run, info, champion, config, table, state, refit_seconds, len(candidates))
-            steps.update(1)
-
-            steps.set_postfix_str("log MLflow model")
-            logged = model_registry.log_pyfunc_model(
-                run,
-                model_code=MODEL_CODE,
-                code_paths=[ship_code(Path(tmp) / "code")],
-                artifacts={"state": str(state)},
-                input_example=input_example(model, config),
-                pip_requirements=pip_requirements(model.scorer()),
-                metadata={k: v for k, v in info.items() if k != "params"},
-                params={"model_type": champion.model_type, **flatten(champion.params)},
-                model_config={
-                    "user_id_type": id_type(model.index_.users),
-                    "item_id_type": id_type(model.index_.items),
-                },
-                uri=uri,
-            )
-            steps.update(1)
-
-            steps.set_postfix_str("register and promote")
-            promotion = model_registry.promote(
-                logged.model_uri,
-                name,
-                {
-                    "run_id": run.run_id,
-                    "source_run_id": parent_run_id or "none",
-                    "candidate_run_id": champion.run_id or "none",
-                    "model": champion.label,
-                    "model_type": champion.model_type,
-                    "metric": f"valid_{MetricName.parse(config.metric)}",
-                    "value": f"{champion.value:.6f}",
-                    "data_fingerprint": dataset.fingerprint,
-                },
-                alias=config.alias,
-                move_alias=config.promote,
-                description=(
-                    f"{champion.label} ({champion.model_type}) refit on all {len(dataset.interactions)} "
-                    f"interactions of {dataset.name}; valid {config.metric} {champion.value:.4f}"
-                ),
-                uri=uri,
-            )
-            run.set_tags({"model_version": promotion.version, "logged_model": logged.model_uri})
-            steps.update(1)
+            common = {
+                "registered_model": name,
+                "alias": config.alias,
+                "run_id": run.run_id,
+                "champion": final.candidate,
+                "candidates": table,
+                "metric": config.metric,
+                "refit_seconds": final.seconds,
+                "tracking_uri": uri,
+                "selection": selection,
+                "state_hash": digest,
+                "model": final.model,
+            }
+            current = model_registry.current_version(name, config.alias, uri)
+            if current is not None and current.tags.get("promotion.state_hash") == digest:
+                run.set_tags({"export.outcome": "unchanged", "model_version": str(current.version)})
+                result = ExportResult(
+                    **common,
+                    version=str(current.version),
+                    model_uri=f"models:/{name}@{config.alias}",
+                    logged_model_uri=str(current.source),
+                    previous=None,
+                    unchanged=True,
+                )
+            else:
+                steps.set_postfix_str("log and register the MLflow model")
+                result = _log_and_register(run, final, code, requirements, config, dataset, common, uri)
+            steps.update(2)
     finally:
         steps.close()
-    model_uri = promotion.uri if config.promote else f"models:/{name}/{promotion.version}"
-    result = ExportResult(
-        registered_model=name,
-        version=promotion.version,
-        alias=config.alias,
-        model_uri=model_uri,
-        logged_model_uri=logged.model_uri,
-        run_id=run.run_id,
-        champion=champion,
-        candidates=table,
-        metric=config.metric,
-        previous=promotion.previous,
-        refit_seconds=refit_seconds,
-        tracking_uri=uri,
-        model=model,
-    )
     say(result.summary())
     return result
+
+
+def _refit_finalists(
+    selection: Selection,
+    dataset: Dataset,
+    config: ExportConfig,
+    source_run_id: str | None,
+    run_id: str,
+    tmp: Path,
+) -> _Finalist:
+    """Refit the leader (and the runner-up, when the two are within noise) on all the data and
+    write their states; the champion is the leader, or the smaller state of a tie."""
+    data = all_data(dataset)
+    finalists = [selection.leader, selection.runner_up] if selection.tied else [selection.leader]
+    fitted = []
+    for i, candidate in enumerate(finalists):
+        t0 = time.perf_counter()
+        model = refit_on_all_data(candidate, data)
+        seconds = time.perf_counter() - t0
+        info = _provenance(candidate, config, dataset, source_run_id, run_id)
+        state = write_state(model, tmp / f"candidate{i}" / "state", config, info)
+        selection.sizes[candidate.label] = sum(f.stat().st_size for f in state.rglob("*") if f.is_file())
+        fitted.append(_Finalist(candidate, model, state, info, seconds))
+    champion = min(fitted, key=lambda f: selection.sizes[f.candidate.label] if selection.tied else 0)
+    selection.champion = champion.candidate
+    return champion
+
+
+def _log_and_register(
+    run: RunHandle,
+    final: _Finalist,
+    code: Path,
+    requirements: list[str],
+    config: ExportConfig,
+    dataset: Dataset,
+    common: dict[str, Any],
+    uri: str,
+) -> ExportResult:
+    """Log the pyfunc model into the export run, register it, move the alias."""
+    champion, model = final.candidate, final.model
+    logged = model_registry.log_pyfunc_model(
+        run,
+        model_code=MODEL_CODE,
+        code_paths=[code],
+        artifacts={"state": str(final.state)},
+        input_example=input_example(model, config),
+        pip_requirements=requirements,
+        metadata={k: v for k, v in final.info.items() if k != "params"},
+        params={"model_type": champion.model_type, **flatten(champion.params)},
+        model_config={
+            "user_id_type": id_type(model.index_.users),
+            "item_id_type": id_type(model.index_.items),
+        },
+        uri=uri,
+    )
+    selection = common["selection"]
+    promotion = model_registry.promote(
+        logged.model_uri,
+        common["registered_model"],
+        {
+            "run_id": run.run_id,
+            "source_run_id": final.info["source_run_id"] or "none",
+            "candidate_run_id": champion.run_id or "none",
+            "model": champion.label,
+            "model_type": champion.model_type,
+            "metric": f"valid_{MetricName.parse(config.metric)}",
+            "value": f"{champion.value:.6f}",
+            "data_fingerprint": dataset.fingerprint,
+            "state_hash": common["state_hash"],
+            "reason": selection.reason(config.metric),
+        },
+        alias=config.alias,
+        move_alias=config.promote,
+        description=(
+            f"{champion.label} ({champion.model_type}) refit on all {len(dataset.interactions)} "
+            f"interactions of {dataset.name}; valid {config.metric} {champion.value:.4f}"
+        ),
+        uri=uri,
+    )
+    run.set_tags(
+        {"export.outcome": "registered", "model_version": promotion.version, "logged_model": logged.model_uri}
+    )
+    name = common["registered_model"]
+    return ExportResult(
+        **common,
+        version=promotion.version,
+        model_uri=promotion.uri if config.promote else f"models:/{name}/{promotion.version}",
+        logged_model_uri=logged.model_uri,
+        previous=promotion.previous,
+    )
 
 
 def _provenance(
@@ -265,20 +353,22 @@ def _provenance(
 
 def _log_selection(
     run: RunHandle,
-    info: dict[str, Any],
-    champion: Candidate,
+    final: _Finalist,
     config: ExportConfig,
     table: pd.DataFrame,
-    state: Path,
-    refit_seconds: float,
+    selection: Selection,
+    digest: str,
     n_candidates: int,
 ) -> None:
     """The export run's params, metrics, candidates table and selection plot."""
+    champion = final.candidate
+    run.set_tags({"model_type": champion.model_type, "champion": champion.label})
     run.log_params(
         {
-            "champion": {k: v for k, v in info.items() if k != "params"},
+            "champion": {k: v for k, v in final.info.items() if k != "params"},
             "params": champion.params,
             "export": config.model_dump(mode="json"),
+            "selection": {"reason": selection.reason(config.metric), "state_hash": digest},
             **git_state(),
             "version": package_versions(),
         }
@@ -286,15 +376,13 @@ def _log_selection(
     run.log_metrics(
         {
             f"champion_valid_{MetricName.parse(config.metric).key}": champion.value,
-            "refit_seconds": refit_seconds,
-            "state_bytes": sum(p.stat().st_size for p in state.rglob("*") if p.is_file()),
+            "refit_seconds": final.seconds,
+            "state_bytes": sum(p.stat().st_size for p in final.state.rglob("*") if p.is_file()),
             "n_candidates": n_candidates,
         }
     )
     run.log_table(table, "candidates.csv")
-    fig = selection_plot(table, config.metric)
-    run.log_figure(fig, "plots/champion_selection.png")
-    plt.close(fig)
+    run.log_figure(selection_plot(table, config.metric), "plots/champion_selection.png")
 
 
 def export_run(
@@ -342,8 +430,20 @@ def export_run(
                 f"model run {m.run_id} ({m.label}) has no {key} or no seed runs; available: {sorted(m.valid)}"
             )
         best = max(m.seeds, key=lambda s: s.valid.get(key, float("-inf")))
+        test_key = MetricName.parse(config.metric).prefixed("test")
         candidates.append(
-            Candidate(m.label, m.model_type, best.selected_params, m.valid[key], best.seed, m.run_id)
+            Candidate(
+                m.label,
+                m.model_type,
+                best.selected_params,
+                m.valid[key],
+                best.seed,
+                m.run_id,
+                per_user=None
+                if m.valid_per_user is None
+                else m.valid_per_user.get(str(MetricName.parse(config.metric))),
+                test_value=m.test.get(test_key),
+            )
         )
     if not candidates:
         raise ExportError(f"run {record.run_id} has no model runs to export from")
@@ -351,6 +451,8 @@ def export_run(
         candidates,
         dataset,
         config=config,
+        confidence=experiment_config.evaluation.confidence,
+        paired_test=experiment_config.evaluation.paired_test,
         parent_run_id=record.run_id,
         tracking_uri=tracking_uri,
         progress=progress,

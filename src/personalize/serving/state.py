@@ -8,6 +8,8 @@ model file :data:`MODEL_CODE` imports it by that name.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from importlib import metadata
 from pathlib import Path
@@ -93,3 +95,23 @@ def id_type(ids: pd.Index) -> str:
 
 def _native(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def state_hash(state: Path, code: Path, config: ExportConfig, requirements: list[str]) -> str:
+    """What the exported model answers with, as one SHA-256: every state file (the manifest
+    without its provenance ``info``), every shipped code file, the serving settings and the
+    pinned requirements. Equal hashes mean the served answers are equal."""
+    digest = hashlib.sha256()
+    for root, skip_info in ((state, True), (code, False)):
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(path.relative_to(root)).encode())
+            data = path.read_bytes()
+            if skip_info and path.name == "manifest.json":
+                manifest = json.loads(data)
+                manifest.pop("info", None)
+                data = json.dumps(manifest, sort_keys=True).encode()
+            digest.update(hashlib.sha256(data).digest())
+    settings = {"default_k": config.default_k, "max_k": config.max_k, "max_rows": config.max_rows}
+    digest.update(json.dumps({"settings": settings, "requirements": requirements}, sort_keys=True).encode())
+    digest.update(MODEL_CODE.read_bytes())
+    return digest.hexdigest()

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -130,7 +131,6 @@ def promote(
     """Register ``model_uri`` as a new version of ``name``; move ``alias`` to it (unless
     ``move_alias`` is false) and tag the version with ``record`` (as ``promotion.<key>``) and
     the previous holder of the alias (``previous.<key>``)."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     client = _registry_client(uri)
@@ -148,8 +148,9 @@ def promote(
         client.get_registered_model(name)
         created = False
     except MlflowException:
+        client.create_registered_model(name)
         created = True
-    version = mlflow.register_model(model_uri, name, await_registration_for=0)
+    version = _register(client, model_uri, name)
     number = str(version.version)
     if created:
         client.update_registered_model(
@@ -169,6 +170,22 @@ def promote(
         if previous is not None:
             client.set_model_version_tag(name, str(previous.version), "superseded_by", number)
     return Promotion(name, number, alias, previous_record, tags)
+
+
+def _register(client, model_uri: str, name: str):
+    """A new version of ``name`` from a logged model (``models:/m-<id>``), linked both ways as
+    ``mlflow.register_model`` links them, without its console messages."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    model_id = model_uri.removeprefix("models:/")
+    logged = client.get_logged_model(model_id)
+    version = client.create_model_version(
+        name, source=model_uri, run_id=logged.source_run_id, model_id=model_id, await_creation_for=0
+    )
+    links = json.loads(logged.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    links.append({"name": version.name, "version": version.version})
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(links)})
+    return version
 
 
 def registry_table(name: str, uri: str | None = None) -> pd.DataFrame:

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from personalize.core import columns as C
 from personalize.core.errors import PersonalizeError
+from personalize.core.metrics import is_metric_name
+from personalize.tracking.runs import VALID_PER_USER
 from personalize.tracking.store import KIND_TAG, PARENT_TAG, _client, tracking_uri
 
 
@@ -32,6 +37,8 @@ class ModelRunRecord:
     run_id: str
     valid: dict[str, float]  # valid_* metrics of the model run (means over seeds)
     seeds: list[SeedRunRecord]
+    test: dict[str, float] = field(default_factory=dict)  # test_* metrics (means over seeds)
+    valid_per_user: pd.DataFrame | None = None  # per-user validation metrics (mean over seeds)
 
 
 @dataclass
@@ -131,6 +138,8 @@ def read_experiment(run_id: str, uri: str | None = None) -> ExperimentRecord:
                 run_id=model_run.info.run_id,
                 valid=_valid(model_run.data.metrics),
                 seeds=seeds,
+                test={k: v for k, v in model_run.data.metrics.items() if k.startswith("test_")},
+                valid_per_user=_valid_per_user(client, model_run.info.run_id),
             )
         )
     experiment = client.get_experiment(run.info.experiment_id)
@@ -143,6 +152,20 @@ def read_experiment(run_id: str, uri: str | None = None) -> ExperimentRecord:
         fingerprint,
         models,
     )
+
+
+def _valid_per_user(client, run_id: str) -> pd.DataFrame | None:
+    """A model run's per-user validation metrics, each user's values averaged over the seeds
+    that evaluated them (None for runs logged without them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, VALID_PER_USER, tmp)
+        except Exception:  # an older run
+            return None
+        frame = pd.read_parquet(local)
+    frame = frame[frame["evaluated"].astype(bool)]
+    metrics = [c for c in frame.columns if is_metric_name(c)]
+    return frame.groupby(C.USER)[metrics].mean()
 
 
 def _valid(metrics: dict[str, float]) -> dict[str, float]:

@@ -30,6 +30,8 @@ from personalize.evaluation.protocol import protocol_text
 from personalize.evaluation.stats import bootstrap_ci
 from personalize.tracking.store import RunHandle, Tracker, git_state, package_versions
 
+VALID_PER_USER = "per_user_metrics_valid.parquet"  # what the champion's paired test reads back
+
 
 def result_metrics(prefix: str, summary: dict[str, float]) -> dict[str, float]:
     """{'ndcg@10': x} -> {'test_ndcg_at_10': x}."""
@@ -222,6 +224,11 @@ class ExperimentLogger:
             ignore_index=True,
         )
         handle.log_table(users, "per_user_metrics.parquet")
+        valid_users = pd.concat(
+            [s.valid.per_user.reset_index().assign(seed=s.seed) for s in outcome.seeds],
+            ignore_index=True,
+        )
+        handle.log_table(valid_users, VALID_PER_USER)
         for s in outcome.seeds:
             if s.history:
                 fig = learning_curve(s.history, f"{outcome.label} (seed {s.seed})")

@@ -15,6 +15,7 @@ processes can log to one store.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -69,9 +70,24 @@ def artifact_root(uri: str | None = None) -> Path:
     return default_artifact_root()
 
 
+VERBOSE_ENV = "PERSONALIZE_VERBOSE"
+
+
+def quiet_mlflow() -> None:
+    """MLflow's artifact progress bars, INFO logs and database-migration chatter off, unless
+    ``PERSONALIZE_VERBOSE=1`` (``personalize --verbose ...``). Warnings and errors still show."""
+    if os.environ.get(VERBOSE_ENV) == "1":
+        return
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _client(uri: str):
     import mlflow
 
+    quiet_mlflow()
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)

@@ -37,6 +37,10 @@ class StudyOutcome:
     run_id: str | None = None  # MLflow run of the study
     seconds: float = 0.0  # this process's wall time on the study
     timed_out: bool = False
+    resumed: bool = False  # the study existed in the storage: this session continued it
+    trials_before: int = 0  # trials that counted towards the budget when this session opened it
+    new_trials: int = 0  # trials this session (and its workers) added
+    best_is_default: bool = False  # the best trial is the untuned params (trial 0)
     per_user: dict[int, pd.Series] = field(default_factory=dict, repr=False)  # keep_per_user only
     study: optuna.Study | None = field(default=None, repr=False)  # for plots (see tuning.plots)
 

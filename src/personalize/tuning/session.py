@@ -53,6 +53,7 @@ from personalize.tuning.objective import Objective
 from personalize.tuning.results import StudyOutcome, TuningResult
 from personalize.tuning.storage import StorageSpec, open_storage, parse_storage, worker_name
 from personalize.tuning.studies import (
+    counted,
     fail_stale,
     fingerprint,
     lost_run_ids,
@@ -282,6 +283,7 @@ def _tune_model(ctx: TuningContext, spec: ModelSpec) -> StudyOutcome:
         )
     fail_stale(study)
     requeue_lost(study, tuning.max_retry)
+    before = counted(study.get_trials(deepcopy=False))
     if logger is not None:
         logger.close_dead_trials(lost_run_ids(study))
 
@@ -315,6 +317,8 @@ def _tune_model(ctx: TuningContext, spec: ModelSpec) -> StudyOutcome:
         study, objective, tuning, ctx.sampler_seed, progress=ctx.progress, label=spec.label
     )
     outcome = summarise(study, spec)
+    outcome.resumed, outcome.trials_before = not created, before
+    outcome.new_trials = counted(study.get_trials(deepcopy=False)) - before
     outcome.seconds = time.perf_counter() - t0
     outcome.timed_out = timed_out
     outcome.per_user = objective.per_user
@@ -330,16 +334,17 @@ def _log_study(
     logger: TuningLogger, handle, study: optuna.Study, outcome: StudyOutcome, metric: str, iterative: bool
 ) -> None:
     """The study's plots, trials, metrics and pasteable best params on its model run."""
-    title = f"{outcome.label}: validation {metric}"
     figures = {
-        "plots/optimization_history.png": plots.optimization_history(study, title),
+        "plots/optimization_history.png": plots.optimization_history(
+            study, f"{outcome.label}: validation {metric.upper()} by trial", metric
+        ),
         "plots/param_importances.png": plots.param_importances(
-            study, f"{outcome.label}: parameter importances"
+            study, f"{outcome.label}: parameter importances", metric
         ),
     }
     if iterative:
         figures["plots/intermediate_values.png"] = plots.intermediate_values(
-            study, f"{outcome.label}: {metric} per epoch"
+            study, f"{outcome.label}: validation {metric.upper()} per epoch", metric
         )
     text = (
         f"# {outcome.label}: best of {outcome.counts['complete']} complete trials "

@@ -173,6 +173,7 @@ def summarise(study: optuna.Study, spec: ModelSpec) -> StudyOutcome:
         best = max(complete, key=lambda t: (t.value, -t.number))
         out.best_value, out.best_trial = float(best.value), best.number
         out.best_epoch = best.user_attrs.get("best_epoch")
+        out.best_is_default = best.user_attrs.get("start") == "default params"
         out.best_params = pasteable_params(spec, best)
     return out
 
