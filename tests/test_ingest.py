@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from personalize.config.data import TimestampConfig
+from personalize.config.data import InteractionSource, TimestampConfig
 from personalize.core import columns as C
 from personalize.core.errors import DataError
 from personalize.data import DataConfig, TableSource, ingest
@@ -184,3 +184,134 @@ def test_nothing_valid_is_an_error(tmp_path):
     path = _write(tmp_path / "bad.csv", "user_id,item_id,timestamp\n1,2,never\n")
     with pytest.raises(DataError, match="no row passed validation"):
         ingest(DataConfig(source="files", interactions=TableSource(path=path), write_processed=False))
+
+
+# -------------------------------------------------------------- regressions (property tests)
+
+
+def _events(tmp_path: Path, name: str, text: str, **source) -> InteractionSource:
+    return InteractionSource(path=_write(tmp_path / name, text), **source)
+
+
+def _reasons(d) -> dict[int, str]:
+    return dict(zip(d.quarantine[C.Q_ROW], d.quarantine[C.Q_REASON]))
+
+
+def test_parquet_timestamps_outside_the_window_or_a_dst_change_are_quarantined(tmp_path):
+    import datetime as dt
+
+    naive = [
+        dt.datetime(2021, 1, 1, 12),  # ok
+        dt.datetime(2021, 3, 28, 2, 30),  # skipped in Paris
+        dt.datetime(2021, 10, 31, 2, 30),  # repeated in Paris
+        dt.datetime(2600, 1, 1),  # beyond nanoseconds
+        dt.datetime(1, 1, 1),
+    ]
+    pd.DataFrame({"user_id": [1, 2, 3, 4, 5], "item_id": 1, "timestamp": naive}).to_parquet(
+        tmp_path / "x.parquet"
+    )
+    config = DataConfig(
+        source="files",
+        interactions=TableSource(path=tmp_path / "x.parquet"),
+        timestamp=TimestampConfig(assume_timezone="Europe/Paris"),
+        write_processed=False,
+    )
+    d = ingest(config)
+    assert d.interactions[C.TIMESTAMP].tolist() == [pd.Timestamp("2021-01-01T11:00:00Z")]
+    assert _reasons(d) == {
+        2: "timestamp: unparseable",
+        3: "timestamp: unparseable",
+        4: "timestamp: in the future",
+        5: "timestamp: before 1970-01-01",
+    }
+
+
+def test_iso_timestamps_beyond_nanoseconds_do_not_wrap_around(tmp_path):
+    # 2600-01-01 read at nanosecond resolution overflowed into 2015-06-13 and was accepted
+    text = "user_id,item_id,timestamp\n1,1,2600-01-01T00:00:00Z\n2,1,1500-01-01T00:00:00+00:00\n3,1,2020-01-01T00:00:00Z\n"
+    source = _events(tmp_path, "e.csv", text)
+    d = ingest(DataConfig(source="files", interactions=source, write_processed=False))
+    assert d.interactions[C.USER].tolist() == [3]
+    assert _reasons(d) == {1: "timestamp: in the future", 2: "timestamp: before 1970-01-01"}
+    late = ingest(
+        DataConfig(
+            source="files",
+            interactions=source,
+            timestamp=TimestampConfig(reject_future=False),
+            write_processed=False,
+        )
+    )
+    assert _reasons(late)[1] == "timestamp: out of range"
+
+
+def test_integer_epochs_are_read_exactly(tmp_path):
+    # through a float64, both nanosecond times became ...123456768 and one was an 'exact duplicate'
+    text = "user_id,item_id,timestamp\n1,1,1600000000123456789\n1,1,1600000000123456790\n"
+    d = ingest(
+        DataConfig(
+            source="files",
+            interactions=_events(tmp_path, "e.csv", text),
+            timestamp=TimestampConfig(epoch_unit="ns"),
+            write_processed=False,
+        )
+    )
+    assert [t.value for t in d.interactions[C.TIMESTAMP]] == [1600000000123456789, 1600000000123456790]
+
+
+def test_one_event_in_two_sources_is_kept_once(tmp_path):
+    web = _events(
+        tmp_path, "web.csv", "user_id,item_id,timestamp\n1,1,1600000000\n1,2,1600000000\n", event="view"
+    )
+    app = _events(tmp_path, "app.csv", "user_id,item_id,timestamp\n1,2,1600000000\n", event="view")
+    d = ingest(DataConfig(source="files", interactions=[web, app], write_processed=False))
+    assert len(d.interactions) == 2 and not d.interactions.duplicated().any()
+    assert d.report.tables["interactions.app"].quarantined == 1
+    assert d.quarantine["detail"].tolist() == [f"exact duplicate of row 2 of {tmp_path / 'web.csv'}"]
+
+
+@pytest.mark.parametrize("rule, kept", [("quarantine", [2]), ("keep_highest", [1, 2])])
+def test_conflicts_compare_weights_too(tmp_path, rule, kept):
+    # the rating alone was compared: rows 1 and 2 (same rating, other weight) were both kept
+    text = "user_id,item_id,timestamp,rating,weight\n1,1,1600000000,3,1\n1,1,1600000000,3,2\n2,1,1600000000,4,1\n"
+    d = ingest(
+        DataConfig(
+            source="files",
+            interactions=_events(tmp_path, "e.csv", text),
+            conflicts=rule,
+            write_processed=False,
+        )
+    )
+    assert d.interactions[C.USER].tolist() == kept
+    if rule == "keep_highest":
+        assert d.interactions[C.WEIGHT].tolist() == [2.0, 1.0]
+    assert set(_reasons(d).values()) == {"conflicting duplicate"}
+
+
+def test_duplicate_columns_are_an_error_even_when_every_record_is_malformed(tmp_path):
+    good = _events(tmp_path, "good.csv", "user_id,item_id,timestamp\n1,1,1600000000\n")
+    bad = _events(tmp_path, "bad.csv", 'user_id,item_id,timestamp,user_id\n"1,1\n')
+    with pytest.raises(DataError, match=r"bad.csv: duplicate column names \['user_id'\]"):
+        ingest(DataConfig(source="files", interactions=[good, bad], write_processed=False))
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_header(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffuser_id,item_id,timestamp\n1,2,1600000000\n".encode())
+    d = ingest(DataConfig(source="files", interactions=TableSource(path=path), write_processed=False))
+    assert d.interactions[C.USER].tolist() == [1]
+
+
+def test_only_ascii_digits_make_integer_ids(tmp_path):
+    text = "user_id,item_id,timestamp\n12,1,1600000000\n\uff11\uff12,1,1600000001\n"
+    d = ingest(
+        DataConfig(source="files", interactions=_events(tmp_path, "e.csv", text), write_processed=False)
+    )
+    assert d.interactions[C.USER].dtype == "string"  # '１２' is text, not a second spelling of 12
+    assert sorted(d.interactions[C.USER]) == ["12", "\uff11\uff12"]
+
+
+def test_a_source_without_event_type_beside_typed_sources_is_an_error(tmp_path):
+    typed = _events(tmp_path, "views.csv", "user_id,item_id,timestamp\n1,2,1600000000\n", event="view")
+    plain = _events(tmp_path, "plain.csv", "user_id,item_id,timestamp\n1,3,1600000000\n")
+    with pytest.raises(DataError, match=r"plain.csv: no event type, while other sources have one"):
+        ingest(DataConfig(source="files", interactions=[typed, plain], write_processed=False))

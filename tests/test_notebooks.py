@@ -57,7 +57,8 @@ def test_header_says_what_runs_and_how_long_and_it_ends_with_findings(path):
 
 
 def test_data_audit_notebook(tmp_path):
-    summary, nb = run_notebook("01_data_audit.ipynb", {"sample_users": 120}, tmp_path)
+    params = {"sample_users": 120, "events_sample": str(tmp_path / "events"), "events_users": 40}
+    summary, nb = run_notebook("01_data_audit.ipynb", params, tmp_path)
     assert_quiet(nb)
     assert summary["users"] == 120 and summary["items"] == 1682 and summary["quarantined"] == 0
     assert 0.4 < summary["head_share_top20"] < 0.9
@@ -74,6 +75,15 @@ def test_data_audit_notebook(tmp_path):
             "global_temporal_test_users",
             "global_temporal_cold",
             "head_share_top20",
+            "audit_warnings",
+            "sources_unknown_users",
+            "sources_users_without_events",
+            "sources_items_outside",
+            "sources_reconciled",
         ],
     )
-    assert images(nb) >= 8
+    assert summary["audit_failed"] == 0 and summary["audit_duplicate_titles"] == 36
+    # the sample's planted facts: 50 anonymous visitors, 25 prospects, 5 retired SKUs, 40 padded IDs
+    assert (summary["sources_unknown_users"], summary["sources_users_without_events"]) == (50, 25)
+    assert (summary["sources_items_outside"], summary["sources_reconciled"]) == (5, 40)
+    assert images(nb) >= 11

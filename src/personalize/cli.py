@@ -149,6 +149,111 @@ def ingest(
 
 
 @app.command()
+def audit(
+    experiment: Annotated[Path, typer.Argument(help="Experiment YAML file whose data: and audit: to use.")],
+    overrides: OverrideOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for audit.md, flagged rows and figures (default: build/audit/<data>)."),
+    ] = None,
+) -> None:
+    """Ingest the data and run the hygiene audit: print the summary, write the report, the flagged
+    rows (Parquet) and the figures; exit code 1 when a check with severity fail trips."""
+    from personalize.core.paths import project_root
+    from personalize.data.hygiene import audit_dataset
+    from personalize.data.ingest import ingest as run_ingest
+    from personalize.recipe import load_experiment
+
+    try:
+        config = load_experiment(experiment, overrides)
+        dataset = run_ingest(config.data)
+    except PersonalizeError as exc:
+        _fail(exc)
+    result = audit_dataset(dataset, config.audit)
+    folder = out or project_root() / "build" / "audit" / dataset.name
+    paths = result.write(folder)
+    typer.echo(f"Data hygiene audit of {dataset.name}: {result.verdict()} ({result.seconds:.2f} s)")
+    typer.echo(result.summary().to_markdown(index=False))
+    typer.echo(f"report:       {paths['report']}")
+    typer.echo(f"flagged rows: {paths['rows']}")
+    if result.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def resolve(
+    experiment: Annotated[Path, typer.Argument(help="Experiment YAML file whose data: block to resolve.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Item merge table to write (default: data/resolution/<experiment>-items.csv)."),
+    ] = None,
+    users: Annotated[
+        bool, typer.Option("--users", help="Also resolve near-duplicate users (<experiment>-users.csv).")
+    ] = False,
+    overrides: OverrideOpt = None,
+) -> None:
+    """Find items recorded under several IDs (entity resolution) and write the merge table to review."""
+    from personalize.core.paths import data_dir, project_root
+    from personalize.data.ingest import ingest as run_ingest
+    from personalize.data.resolution import (
+        DEFAULT_USER_FIELDS,
+        describe_merge_table,
+        resolve_items,
+        resolve_users,
+        write_merge_table,
+    )
+    from personalize.recipe import load_experiment
+
+    try:
+        config = load_experiment(experiment, overrides)
+        data = config.data.model_copy(update={"merge_duplicate_items": False, "write_processed": False})
+        dataset = run_ingest(data)
+        table = resolve_items(dataset.items)
+        path = write_merge_table(table, out or data_dir() / "resolution" / f"{config.name}-items.csv")
+        typer.echo(f"items ({dataset.name}): {describe_merge_table(table)}")
+        root, full = project_root(), path.resolve()
+        shown = full.relative_to(root) if full.is_relative_to(root) else full
+        typer.echo(f"written to:  {path}\nreview its decision column, then use it in the experiment file:")
+        typer.echo(f"  data:\n    merge_duplicate_items: {shown}\n(`true` uses the computed table as it is)")
+        if users:
+            fields = [f for f in DEFAULT_USER_FIELDS if f in dataset.users.columns]
+            if not fields:
+                typer.echo(f"users: no field to compare (known fields: {', '.join(DEFAULT_USER_FIELDS)})")
+                return
+            table = resolve_users(dataset.users, fields)
+            user_path = write_merge_table(table, path.with_name(f"{config.name}-users.csv"))
+            typer.echo(f"users (compared on {', '.join(fields)}): " + describe_merge_table(table))
+            typer.echo(f"written to:  {user_path}")
+    except PersonalizeError as exc:
+        _fail(exc)
+
+
+@app.command("sample-events")
+def sample_events(
+    out: Annotated[
+        Path, typer.Argument(help="Folder to write customers, products, purchases and views CSVs to.")
+    ] = Path("data/raw/ml100k-events"),
+    users: Annotated[
+        int | None, typer.Option(help="A seeded sample of this many users (default: all).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the views and of the sample.")] = 0,
+) -> None:
+    """Write the multi-source sample made from MovieLens-100K (experiments/ml100k_events.yaml reads it)."""
+    from personalize.core.paths import project_root
+    from personalize.data.samples import write_events_sample
+
+    try:
+        folder = out if out.is_absolute() else project_root() / out
+        sample = write_events_sample(folder, users=users, seed=seed)
+    except PersonalizeError as exc:
+        _fail(exc)
+    for name, path in sample.files.items():
+        typer.echo(f"{name:10s} {path}")
+    typer.echo("planted: " + ", ".join(f"{k} {v}" for k, v in sample.planted.items()))
+    typer.echo("next:    personalize run experiments/ml100k_events.yaml")
+
+
+@app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",

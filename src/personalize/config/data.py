@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from personalize.config.base import StrictModel
 from personalize.core import columns as C
@@ -45,6 +46,22 @@ class TableSource(StrictModel):
         default_factory=list,
         description="Extra tokens (besides the empty string) that mean 'missing' in this file.",
     )
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of a CSV/TSV file (e.g. latin-1); undecodable bytes are an error "
+        "naming the byte offset.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return value
 
     def resolved_format(self) -> TableFormat:
         if self.format is not None:
@@ -57,6 +74,37 @@ class TableSource(StrictModel):
         if suffix in ("inter", "user", "item"):
             return "recbole"
         return "csv"
+
+
+class InteractionSource(TableSource):
+    """One file of events (interactions): views, clicks, ratings, purchases, ..."""
+
+    name: str | None = Field(default=None, description="Source name in reports (default: the file stem).")
+    event: str | None = Field(
+        default=None,
+        description="The event type of every row of this file (e.g. view, purchase); null: the file's "
+        "event column, or no event type at all.",
+    )
+    unknown_users: Literal["quarantine", "accept"] = Field(
+        default="quarantine",
+        description="Events of users missing from the users table: quarantined, or accepted (anonymous "
+        "visitors of web logs); counted in the ID-consistency report either way.",
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path.stem
+
+
+class EventType(StrictModel):
+    """How one event type trains and evaluates."""
+
+    weight: float = Field(default=1.0, gt=0, description="Interaction weight the models train on.")
+    relevant: bool | None = Field(
+        default=None,
+        description="Counts as relevant in validation and test (null: the heaviest event types present "
+        "are relevant).",
+    )
 
 
 class TimestampConfig(StrictModel):
@@ -75,6 +123,11 @@ class TimestampConfig(StrictModel):
     reject_future: bool = Field(
         default=True, description="Quarantine timestamps later than the time of ingestion."
     )
+    earliest: dt.date = Field(
+        default=dt.date(1970, 1, 1),
+        description="Quarantine timestamps before this date (checked on the parsed value, so a number "
+        "in the wrong unit cannot slip through as a date in another century).",
+    )
 
 
 class DataConfig(StrictModel):
@@ -87,7 +140,10 @@ class DataConfig(StrictModel):
     name: str | None = Field(
         default=None, description="Dataset name (default: 'ml-100k' or the interactions file stem)."
     )
-    interactions: TableSource | None = Field(default=None, description="Interactions table.")
+    interactions: InteractionSource | list[InteractionSource] | None = Field(
+        default=None,
+        description="Interactions: one file, or several sources (a list), each with its event type.",
+    )
     users: TableSource | None = Field(
         default=None, description="Optional users table (user_id plus attributes)."
     )
@@ -111,6 +167,63 @@ class DataConfig(StrictModel):
     write_processed: bool = Field(
         default=True, description="Write validated tables and the quarantine under data/processed/."
     )
+    events: dict[str, EventType] = Field(
+        default_factory=dict,
+        description="Per event type: its training weight and whether it counts as relevant "
+        "(e.g. {view: {weight: 0.2}, purchase: {weight: 1.0}}). Types not listed weigh 1.",
+    )
+    seen: Literal["relevant", "any"] = Field(
+        default="relevant",
+        description="Items excluded from a user's ranking: those with an event of a relevant type in "
+        "the data the model was fitted on, or with any event (an item only viewed can be recommended "
+        "and hit under 'relevant').",
+    )
+    conflicts: Literal["quarantine", "keep_highest"] = Field(
+        default="quarantine",
+        description="Rows with the same source, event, user, item and timestamp but different values: "
+        "quarantine all of them, or keep the highest value (the others quarantined). Either rule "
+        "ignores the order of the rows.",
+    )
+    merge_duplicate_items: bool | Path = Field(
+        default=False,
+        description="Map duplicate items to one ID before splitting: true uses the merge table the "
+        "entity resolution computes, a path a reviewed merge table (CSV; `personalize resolve`).",
+    )
+
+    @field_validator("interactions", mode="before")
+    @classmethod
+    def _as_sources(cls, value):
+        """A plain :class:`TableSource` (or a list of them) is an interaction source."""
+
+        def one(v):
+            if isinstance(v, TableSource) and not isinstance(v, InteractionSource):
+                return InteractionSource(**dict(v))
+            return v
+
+        return [one(v) for v in value] if isinstance(value, list) else one(value)
+
+    def relocated(self, folder: str | Path) -> DataConfig:
+        """The same data block reading every file from ``folder`` (same file names): one block
+        for the same exports kept in several places (a sample, a test's temporary folder)."""
+        folder = Path(folder)
+
+        def move(source):
+            return None if source is None else source.model_copy(update={"path": folder / source.path.name})
+
+        return self.model_copy(
+            update={
+                "users": move(self.users),
+                "items": move(self.items),
+                "interactions": [move(s) for s in self.sources] if self.interactions is not None else None,
+            }
+        )
+
+    @property
+    def sources(self) -> list[InteractionSource]:
+        """The interaction sources, as a list."""
+        if self.interactions is None:
+            return []
+        return self.interactions if isinstance(self.interactions, list) else [self.interactions]
 
     @model_validator(mode="after")
     def _files_need_interactions(self) -> DataConfig:
@@ -123,4 +236,7 @@ class DataConfig(StrictModel):
                 "data.interactions/users/items are only used with data.source: files "
                 "(data.source is 'movielens-100k')"
             )
+        labels = [s.label for s in self.sources]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"data.interactions: source names must be unique, got {labels} (set 'name:')")
         return self

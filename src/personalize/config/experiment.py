@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from personalize.config.audit import AuditConfig
 from personalize.config.base import StrictModel
 from personalize.config.data import DataConfig
 from personalize.config.evaluation import EvaluationConfig, check_metric
@@ -80,6 +81,7 @@ class ExperimentConfig(StrictModel):
         ),
     )
     data: DataConfig = Field(default_factory=DataConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

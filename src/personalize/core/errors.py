@@ -11,3 +11,7 @@ class DataError(PersonalizeError):
 
 class ConfigError(PersonalizeError):
     """An experiment file or option is invalid."""
+
+
+class AuditFailed(PersonalizeError):
+    """The data hygiene audit found a problem in a check whose severity is ``fail``."""

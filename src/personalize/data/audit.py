@@ -184,3 +184,32 @@ def cold_users_by_split(dataset: Dataset, seed: int = 0) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def id_consistency(dataset: Dataset) -> pd.DataFrame:
+    """The ID-consistency report: how the users, items and event sources fit together (users
+    with events but no users-table row, users-table users without events, item IDs outside the
+    catalogue, IDs written several ways), one row per check."""
+    return dataset.report.ids.summary()
+
+
+def events_by_source(dataset: Dataset) -> pd.DataFrame:
+    """Accepted interactions per event type, with the type's training weight and whether it is
+    relevant (one row per type; a dataset without event types has one row, 'interaction')."""
+    inter = dataset.interactions
+    if C.EVENT not in inter.columns or dataset.events is None:
+        return pd.DataFrame(
+            {
+                "event": ["interaction"],
+                "interactions": [len(inter)],
+                "users": [inter[C.USER].nunique()],
+                "weight": [1.0],
+                "relevant": [True],
+            }
+        )
+    grouped = inter.groupby(C.EVENT, observed=True)
+    out = pd.DataFrame({"interactions": grouped.size(), "users": grouped[C.USER].nunique()})
+    out = out.rename_axis("event").reset_index()
+    out["weight"] = out["event"].map(dataset.events.weights)
+    out["relevant"] = out["event"].isin(dataset.events.relevant)
+    return out.sort_values("interactions", ascending=False, kind="stable").reset_index(drop=True)

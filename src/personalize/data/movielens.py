@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from personalize.config.data import DataConfig, TableSource
+from personalize.config.data import DataConfig, InteractionSource, TableSource
 from personalize.core import columns as C
 from personalize.core.errors import DataError
 
@@ -31,13 +31,27 @@ def movielens_100k_dir() -> Path:
     return path
 
 
-def movielens_100k_config(write_processed: bool = True, sample_users: int | None = None) -> DataConfig:
-    """The ingestion config for the embedded ML-100K files."""
+def movielens_100k_config(options: DataConfig | None = None) -> DataConfig:
+    """The ingestion config for the embedded ML-100K files, keeping the options of ``options``
+    (a ``data:`` block with ``source: movielens-100k``) that apply to any files: timestamps,
+    conflicts, events, seen, merge_duplicate_items, sample_users, write_processed."""
     root = movielens_100k_dir()
+    options = options or DataConfig()
+    kept = options.model_dump(
+        include={
+            "timestamp",
+            "conflicts",
+            "events",
+            "seen",
+            "merge_duplicate_items",
+            "sample_users",
+            "write_processed",
+        }
+    )
     return DataConfig(
         source="files",
         name=NAME,
-        interactions=TableSource(path=root / f"{NAME}.inter", format="recbole"),
+        interactions=InteractionSource(path=root / f"{NAME}.inter", format="recbole"),
         users=TableSource(path=root / f"{NAME}.user", format="recbole"),
         items=TableSource(
             path=root / f"{NAME}.item",
@@ -47,6 +61,5 @@ def movielens_100k_config(write_processed: bool = True, sample_users: int | None
             missing_values=["unkonwn", "unknown"],
         ),
         rating_range=(1, 5),
-        sample_users=sample_users,
-        write_processed=write_processed,
+        **kept,
     )

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from personalize.config.evaluation import EvaluationConfig
 from personalize.core import columns as C
 from personalize.core.metrics import MetricName, is_metric_name
+from personalize.data.events import EventPolicy
 from personalize.data.matrix import IdIndex, csr_from_pairs
 from personalize.evaluation import metrics as M
 from personalize.evaluation.modes import get_mode
@@ -38,8 +39,9 @@ class EvalTarget:
     ``users``: index of every user with at least one row in the part (ascending).
     ``relevant``: (users x items) gains of the relevant items (1, or the max rating).
     ``n_relevant``: |R| (distinct relevant items); ``n_rows``: relevant test rows (peers).
-    ``seen``: (users x items) items to exclude (the history the model may know).
-    ``warm``: the user has at least one seen interaction.
+    ``seen``: (users x items) items to exclude (the history the model may know; with event
+    types, its relevant events unless ``data.seen`` is 'any').
+    ``warm``: the user has at least one interaction in that history.
     ``item_counts`` / ``n_seen_rows``: popularity of the seen history (novelty, ARP).
     """
 
@@ -67,8 +69,11 @@ def make_target(
     index: IdIndex,
     min_rating: float | None = None,
     gains: str = "binary",
+    events: EventPolicy | None = None,
 ) -> EvalTarget:
-    """Build the evaluation target for ``part`` with ``seen`` interactions excluded."""
+    """Build the evaluation target for ``part`` with the items of ``seen`` (the history the
+    model knows) excluded. With event types (``events``) only rows of relevant types are
+    relevant, and only the history's relevant events exclude their items (``data.seen``)."""
     users = np.unique(index.user_index(part[C.USER]))
     if (users < 0).any():
         raise ValueError(f"{name}: users outside the index")
@@ -81,6 +86,8 @@ def make_target(
         if C.RATING not in part.columns:
             raise ValueError("evaluation.min_rating is set but the interactions have no rating")
         relevant_mask = part[C.RATING].to_numpy() >= min_rating
+    if events is not None:
+        relevant_mask &= events.relevant_rows(part)
     shape = (len(users), index.n_items)
     if gains == "graded":
         if C.RATING not in part.columns:
@@ -94,7 +101,13 @@ def make_target(
     seen_users = index.user_index(seen[C.USER])
     seen_items = index.item_index(seen[C.ITEM])
     in_target = np.isin(seen_users, users)
-    seen_rows = csr_from_pairs(np.searchsorted(users, seen_users[in_target]), seen_items[in_target], shape)
+    history = csr_from_pairs(np.searchsorted(users, seen_users[in_target]), seen_items[in_target], shape)
+    excluding = None if events is None else events.excluding_rows(seen)
+    if excluding is None:
+        seen_rows = history
+    else:
+        keep = in_target & excluding
+        seen_rows = csr_from_pairs(np.searchsorted(users, seen_users[keep]), seen_items[keep], shape)
     item_counts = np.bincount(seen_items, minlength=index.n_items).astype(np.int64)
     return EvalTarget(
         name=name,
@@ -104,7 +117,7 @@ def make_target(
         n_relevant=np.diff(relevant.indptr).astype(np.int64),
         n_rows=n_rows,
         seen=seen_rows,
-        warm=np.diff(seen_rows.indptr) > 0,
+        warm=np.diff(history.indptr) > 0,
         item_counts=item_counts,
         n_seen_rows=len(seen),
         seen_items=int((item_counts > 0).sum()),

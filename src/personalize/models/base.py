@@ -125,7 +125,8 @@ class Recommender(ABC):
         """Fit on ``data``; iterative models report each epoch to ``monitor``."""
         self.index_ = data.index
         self.seen_ = data.matrix
-        self.popularity_ = data.item_counts.astype(np.float32)
+        self.exclude_ = data.exclusion
+        self.popularity_ = data.item_popularity.astype(np.float32)
         self.user_history_ = np.diff(self.seen_.indptr).astype(np.int64)
         self._fit(data, monitor)
         return self
@@ -176,8 +177,14 @@ class Recommender(ABC):
 
     @property
     def context(self) -> scoring.Context:
-        """What the scorer reads besides its own data: seen items, popularity, history lengths."""
-        return scoring.Context(self.seen_, self.popularity_, self.user_history_)
+        """What the scorer reads besides its own data: the users' histories, popularity, history
+        lengths, the items left out of each ranking."""
+        return scoring.Context(self.seen_, self.popularity_, self.user_history_, self.exclude_)
+
+    @property
+    def excluded_(self) -> sp.csr_matrix:
+        """Items left out of each user's ranking (nonzero = left out)."""
+        return self.context.excluded
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """Scores (float32, users x items) for user indices; -1 marks an unknown user.
@@ -250,6 +257,8 @@ class Recommender(ABC):
         pd.DataFrame({C.USER: self.index_.users}).to_parquet(path / "users.parquet", index=False)
         pd.DataFrame({C.ITEM: self.index_.items}).to_parquet(path / "items.parquet", index=False)
         state = {"seen": self.seen_, "popularity": self.popularity_, **self._state()}
+        if self.exclude_ is not None:
+            state["exclude"] = self.exclude_
         scoring.save_arrays(path / "arrays", state)
         return path
 
@@ -267,6 +276,8 @@ class Recommender(ABC):
         model.index_ = IdIndex(pd.Index(users), pd.Index(items))
         state = scoring.load_arrays(path / "arrays")
         model.seen_ = state.pop("seen").tocsr()
+        exclude = state.pop("exclude", None)
+        model.exclude_ = None if exclude is None else exclude.tocsr()
         model.popularity_ = state.pop("popularity")
         model.user_history_ = np.diff(model.seen_.indptr).astype(np.int64)
         model._set_state(state)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from personalize.config import EvaluationConfig, ExperimentConfig
 from personalize.core.metrics import MetricName
+from personalize.data.hygiene import audit_dataset
 from personalize.data.ingest import Dataset
 from personalize.evaluation.leaderboard import ModelOutcome, format_leaderboard, leaderboard, long_table
 from personalize.models.registry import get_model_class
@@ -55,16 +56,28 @@ def run_experiment(
     dataset = dataset or load_data(config)
     say(f"\nData: {dataset.name} (fingerprint {dataset.fingerprint[:12]})")
     say(dataset.report.summary().to_markdown(index=False))
+    say("\nID consistency across tables and sources:")
+    say(dataset.report.ids.summary().to_markdown(index=False))
+    if dataset.events is not None:
+        events = dataset.events.describe()
+        weights, relevant = events["event_weights"], events["relevant_events"]
+        say(f"Event weights {weights}; relevant: {relevant}; seen: {events['seen']}")
+    audit = audit_dataset(dataset, config.audit)
+    say(f"\nData hygiene audit: {audit.verdict()}")
+    say(audit.summary().to_markdown(index=False))
 
     prepared = {seed: prepare_split(dataset, config, seed) for seed in split_seeds(config)}
     first = next(iter(prepared.values()))
     say(f"\nSplit: {config.split.name} {first.split.params} -> {first.split.summary()}")
 
     logger = tlog.ExperimentLogger(config, dataset, prepared, parent=parent_run) if track else None
+    if logger:
+        logger.log_audit(audit)
     outcomes: list[ModelOutcome] = []
     jobs = [(spec, seed) for spec in config.models for seed in model_seeds(config, spec)]
     bar = tqdm(total=len(jobs), desc="models", disable=not progress, unit="fit")
     try:
+        audit.raise_if_failed()  # before any model is fitted (a tracked run ends FAILED)
         for spec in config.models:
             cls = get_model_class(spec.type)
             outcome = ModelOutcome(spec.label, spec.type, cls.family, spec.params)

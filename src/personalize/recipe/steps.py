@@ -61,15 +61,16 @@ def prepare_split(dataset: Dataset, config: ExperimentConfig, seed: int) -> Prep
     split = make_split(dataset.interactions, config.split, seed, dataset.users, dataset.items)
     index = IdIndex.build(split.users, split.items, split.train, split.valid, split.test)
     train_valid = split.train_valid()
-    train = InteractionData.build(split.train, index, split.users, split.items)
+    events = dataset.events
+    train = InteractionData.build(split.train, index, split.users, split.items, events)
     ev = config.evaluation
     return PreparedSplit(
         split=split,
         index=index,
         train=train,
-        train_valid=InteractionData.build(train_valid, index, split.users, split.items),
-        valid_target=make_target("valid", split.valid, split.train, index, ev.min_rating, ev.gains),
-        test_target=make_target("test", split.test, train_valid, index, ev.min_rating, ev.gains),
+        train_valid=InteractionData.build(train_valid, index, split.users, split.items, events),
+        valid_target=make_target("valid", split.valid, split.train, index, ev.min_rating, ev.gains, events),
+        test_target=make_target("test", split.test, train_valid, index, ev.min_rating, ev.gains, events),
         genres=genre_matrix(train.items),
     )
 

@@ -184,3 +184,42 @@ def plot_cold_users(table: pd.DataFrame):
     P.legend_outside(fig, ax, below=True)
     ax.set_title("Test users each split leaves cold")
     return fig
+
+
+@P.house_style
+def plot_id_consistency(dataset: Dataset):
+    """The ID-consistency report as bars: what matched across the tables and sources, and what
+    did not (zero bars are labelled, so a clean report reads as clean)."""
+    table = audit.id_consistency(dataset)
+    labels = table["check"].str.replace(r" \(e\.g\. .*\)$", "", regex=True).str.strip()
+    fig, axes = P.figure(height=P.rows_height(len(table)))
+    ax = axes[0][0]
+    y = np.arange(len(table))[::-1]
+    ax.barh(y, table["count"], color="tab:purple")
+    ax.set_yticks(y, labels)
+    for yi, count in zip(y, table["count"]):
+        ax.annotate(f"{count:,}", (count, yi), xytext=(3, 0), textcoords="offset points", va="center")
+    ax.set_xlabel("IDs")
+    P.integer_ticks(ax)
+    ax.set_title("ID consistency across tables and sources")
+    return fig
+
+
+@P.house_style
+def plot_events(dataset: Dataset):
+    """Accepted interactions per event type, labelled with the type's training weight and
+    whether it counts as relevant."""
+    table = audit.events_by_source(dataset)
+    fig, axes = P.figure(height=P.rows_height(len(table), extra=1.6), width=7.5)
+    ax = axes[0][0]
+    y = np.arange(len(table))[::-1]
+    colours = np.where(table["relevant"], "tab:green", "tab:gray")
+    ax.barh(y, table["interactions"], color=colours)
+    ax.set_yticks(y, table["event"])
+    for yi, row in zip(y, table.itertuples()):
+        note = f"{row.interactions:,}  (weight {row.weight:g}{', relevant' if row.relevant else ''})"
+        ax.annotate(note, (row.interactions, yi), xytext=(3, 0), textcoords="offset points", va="center")
+    ax.set_xlabel("accepted interactions")
+    ax.set_xlim(0, table["interactions"].max() * 1.6)
+    ax.set_title("Event types: how many, how they train, which are relevant")
+    return fig

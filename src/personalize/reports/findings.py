@@ -20,6 +20,7 @@ import pandas as pd
 
 from personalize.core import columns as C
 from personalize.data import audit
+from personalize.data.hygiene import HygieneAudit
 from personalize.data.ingest import Dataset
 from personalize.recipe import ExperimentResult
 from personalize.reports.views import interval, p_text, seeds_text
@@ -307,8 +308,15 @@ def export_findings(export: ExportResult, recommendations: dict[str, Any] | None
 # ----------------------------------------------------------------------------------- audit
 
 
-def audit_findings(dataset: Dataset, cold: pd.DataFrame, min_rating: float = 4.0) -> Findings:
-    """Notebook 01: size and quality, tails, time span, relevance, cold users per split."""
+def audit_findings(
+    dataset: Dataset,
+    cold: pd.DataFrame,
+    min_rating: float = 4.0,
+    hygiene: HygieneAudit | None = None,
+    sources: Dataset | None = None,
+) -> Findings:
+    """Notebook 01: size and quality, tails, time span, relevance, cold users per split, the
+    hygiene audit's verdict, and (``sources``) how several sources fit together."""
     f = Findings("What we found")
     d = dataset.describe()
     f.add(
@@ -362,4 +370,39 @@ def audit_findings(dataset: Dataset, cold: pd.DataFrame, min_rating: float = 4.0
             global_temporal_cold_vs_train=int(g["cold vs train"]),
             global_temporal_cold=int(g["cold vs train+valid"]),
         )
+    if hygiene is not None:
+        _hygiene_findings(f, hygiene)
+    if sources is not None:
+        _sources_findings(f, sources)
     return f
+
+
+def _hygiene_findings(f: Findings, hygiene: HygieneAudit) -> None:
+    flagged = [x for x in hygiene.flags if x.status in ("warn", "fail")]
+    units = [x.unit[:-1] if x.count == 1 and x.unit.endswith("s") else x.unit for x in flagged]
+    listed = "; ".join(f"{x.name}: {x.count:,} {unit} ({x.status})" for x, unit in zip(flagged, units))
+    f.add(
+        f"The hygiene audit {hygiene.verdict().split(' (')[0]}"
+        + (f". Flagged, listed and kept in the data: {listed}." if listed else ": nothing was flagged."),
+        audit_failed=len(hygiene.failed),
+        audit_warnings=len(hygiene.warnings),
+        **{f"audit_{x.name}": x.count for x in flagged},
+    )
+
+
+def _sources_findings(f: Findings, shop: Dataset) -> None:
+    ids = shop.report.ids
+    events = audit.events_by_source(shop).set_index("event")["interactions"]
+    mix = ", ".join(f"{n:,} {e}s" for e, n in events.items())
+    merged = sum(len(g) for g in ids.merged_spellings.values())
+    f.add(
+        f"Several sources ({shop.name}): {mix} joined into one profile per user; "
+        f"{ids.users_with_events_not_in_users_table} users with events have no CRM row "
+        f"({ids.users_not_in_users_table_accepted} accepted by their source's policy), "
+        f"{ids.users_without_events} CRM users have no event, {ids.items_outside_catalogue} item IDs "
+        f"outside the catalogue were quarantined, and {merged} IDs written several ways were reconciled.",
+        sources_unknown_users=ids.users_with_events_not_in_users_table,
+        sources_users_without_events=ids.users_without_events,
+        sources_items_outside=ids.items_outside_catalogue,
+        sources_reconciled=merged,
+    )

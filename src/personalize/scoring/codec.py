@@ -8,8 +8,11 @@ A state folder (written by :func:`save_state`, read by :func:`load_state`)::
     manifest.json          format, the scorer tree (kinds, params, array files), settings, info
     users.parquet          user_id in index order (row i = user index i)
     items.parquet          item_id in index order (the catalogue)
-    seen_indptr.npy        CSR row pointers of each known user's seen items
-    seen_indices.npy       CSR item indices of those items
+    seen_indptr.npy        CSR row pointers of each known user's history (the items they
+    seen_indices.npy       interacted with): CSR item indices of those items
+    seen_data.npy          (optional) each history entry's training weight; absent: all 1
+    exclude_indptr.npy     (optional) the items left out of each user's ranking, when they are
+    exclude_indices.npy    not the history's items (event types: only relevant events exclude)
     popularity.npy         the fallback scores per item (float32)
     scorer/<path>/...      arrays of each scorer of the tree (blend parts under part<i>/)
 """
@@ -146,18 +149,16 @@ def save_state(
     popularity: np.ndarray,
     settings: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
+    exclude: sp.spmatrix | None = None,
 ) -> Path:
     """Write a state folder (see the module doc). ``users`` / ``items`` are the raw IDs in index
-    order, ``seen`` the users x items matrix of seen items (nonzero = seen), ``popularity`` the
-    fallback scores per item; ``settings`` may set ``default_k``, ``max_k`` and ``max_rows``;
-    ``info`` is free provenance (JSON)."""
+    order, ``seen`` the users x items history (nonzero = an interaction, the value its training
+    weight), ``popularity`` the fallback scores per item, ``exclude`` the items left out of each
+    user's ranking (None: the history's items); ``settings`` may set ``default_k``, ``max_k``
+    and ``max_rows``; ``info`` is free provenance (JSON)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    seen = sp.csr_matrix(seen)
-    seen.sum_duplicates()
-    seen.sort_indices()
-    if seen.shape != (len(users), len(items)):
-        raise ValueError(f"seen has shape {seen.shape}, expected ({len(users)}, {len(items)})")
+    seen = _csr(seen, "seen", len(users), len(items))
     if len(popularity) != len(items):
         raise ValueError(f"popularity has {len(popularity)} entries, expected {len(items)}")
     scorer.check(len(users), len(items))
@@ -165,6 +166,12 @@ def save_state(
     pd.DataFrame({ITEM: np.asarray(items)}).to_parquet(folder / "items.parquet", index=False)
     np.save(folder / "seen_indptr.npy", seen.indptr.astype(np.int64))
     np.save(folder / "seen_indices.npy", seen.indices.astype(np.int32))
+    if seen.nnz and not np.all(seen.data == 1):
+        np.save(folder / "seen_data.npy", seen.data.astype(np.float32))
+    if exclude is not None:
+        exclude = _csr(exclude, "exclude", len(users), len(items))
+        np.save(folder / "exclude_indptr.npy", exclude.indptr.astype(np.int64))
+        np.save(folder / "exclude_indices.npy", exclude.indices.astype(np.int32))
     np.save(folder / "popularity.npy", np.asarray(popularity, dtype=np.float32))
     manifest = {
         "format": FORMAT,
@@ -176,6 +183,23 @@ def save_state(
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
     return folder
+
+
+def _csr(matrix: sp.spmatrix, name: str, n_users: int, n_items: int) -> sp.csr_matrix:
+    matrix = sp.csr_matrix(matrix)
+    matrix.sum_duplicates()
+    matrix.sort_indices()
+    if matrix.shape != (n_users, n_items):
+        raise ValueError(f"{name} has shape {matrix.shape}, expected ({n_users}, {n_items})")
+    return matrix
+
+
+def _read_csr(
+    folder: Path, name: str, shape: tuple[int, int], data: np.ndarray | None = None
+) -> sp.csr_matrix:
+    indices = np.load(folder / f"{name}_indices.npy")
+    values = np.ones(len(indices), dtype=np.float32) if data is None else data.astype(np.float32)
+    return sp.csr_matrix((values, indices, np.load(folder / f"{name}_indptr.npy")), shape=shape)
 
 
 def load_state(folder: str | Path) -> State:
@@ -191,16 +215,15 @@ def load_state(folder: str | Path) -> State:
         )
     users = pd.Index(pd.read_parquet(folder / "users.parquet")[USER])
     items = pd.Index(pd.read_parquet(folder / "items.parquet")[ITEM])
-    indices = np.load(folder / "seen_indices.npy")
-    seen = sp.csr_matrix(
-        (np.ones(len(indices), dtype=np.float32), indices, np.load(folder / "seen_indptr.npy")),
-        shape=(len(users), len(items)),
-    )
+    shape = (len(users), len(items))
+    weights = np.load(folder / "seen_data.npy") if (folder / "seen_data.npy").exists() else None
+    seen = _read_csr(folder, "seen", shape, weights)
+    exclude = _read_csr(folder, "exclude", shape) if (folder / "exclude_indptr.npy").exists() else None
     return State(
         load_scorer(manifest["scorer"], folder),
         users,
         items,
-        Context.build(seen, np.load(folder / "popularity.npy")),
+        Context.build(seen, np.load(folder / "popularity.npy"), exclude),
         manifest.get("settings", {}),
         manifest.get("info", {}),
     )

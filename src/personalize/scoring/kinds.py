@@ -10,8 +10,9 @@ model ships the same code and the same data, so training, evaluation and serving
 Score of user u for every item i (before seen items are excluded):
 
 - ``static``: ``scores[i]`` for every user (popularity and its variants);
-- ``item_item``: ``sum over the user's seen items j of weights[j, i]`` (``seen[u] @ weights``;
-  EASE, ItemKNN; ``weights`` dense or CSR);
+- ``item_item``: ``sum over the user's items j of history[u, j] * weights[j, i]``
+  (``seen[u] @ weights``, the history holding each item's training weight, 1 without event
+  weights; EASE, ItemKNN; ``weights`` dense or CSR);
 - ``factors``: ``users[u] . items[i]`` (ALS, BPR, the content model's profiles, the two-tower's
   tower outputs);
 - ``neumf``: ``out.w . [user_gmf[u] * item_gmf[i] ; MLP([user_mlp[u] ; item_mlp[i]])] + out.b``,
@@ -19,7 +20,7 @@ Score of user u for every item i (before seen items are excluded):
   the ranking), computed with PyTorch (imported only here);
 - ``blend``: each part answers as a fitted model would (its own scores where it answers the
   user, popularity elsewhere), its scores are made comparable per user over the candidates (the
-  items the user has not seen) by ``method`` -- ``minmax``: (s - min) / (max - min);
+  items not excluded from the user's ranking) by ``method`` -- ``minmax``: (s - min) / (max - min);
   ``rrf``: 1 / (rrf_k + rank) -- and weighted by ``weights``; with one positive weight, that
   part's answer unchanged.
 
@@ -49,17 +50,31 @@ KINDS: dict[str, type[Scorer]] = {}
 
 @dataclass
 class Context:
-    """What every scorer may read besides its own data: each user's seen items (users x items,
-    nonzero = seen), the popularity fallback (per item) and each user's history length."""
+    """What every scorer may read besides its own data: each user's history (users x items,
+    nonzero = an interaction, the value its training weight), the popularity fallback (per
+    item), each user's history length, and the items left out of each user's ranking
+    (``exclude``; None: the history's items. With event types, only the items of relevant
+    events may be excluded, so an item only viewed can still be recommended)."""
 
     seen: sp.csr_matrix
     popularity: np.ndarray
     history: np.ndarray
+    exclude: sp.csr_matrix | None = None
 
     @classmethod
-    def build(cls, seen: sp.spmatrix, popularity: np.ndarray) -> Context:
+    def build(cls, seen: sp.spmatrix, popularity: np.ndarray, exclude: sp.spmatrix | None = None) -> Context:
         seen = sp.csr_matrix(seen)
-        return cls(seen, np.asarray(popularity, dtype=np.float32), np.diff(seen.indptr).astype(np.int64))
+        return cls(
+            seen,
+            np.asarray(popularity, dtype=np.float32),
+            np.diff(seen.indptr).astype(np.int64),
+            None if exclude is None else sp.csr_matrix(exclude),
+        )
+
+    @property
+    def excluded(self) -> sp.csr_matrix:
+        """Items left out of each user's ranking (nonzero = left out)."""
+        return self.seen if self.exclude is None else self.exclude
 
     @property
     def n_items(self) -> int:
@@ -364,7 +379,7 @@ class Blend(Scorer):
         key = np.asarray(users).tobytes()
         if self.cache is not None and key in self.cache:
             return self.cache[key]
-        seen = csr_rows(ctx.seen, users)
+        seen = csr_rows(ctx.excluded, users)
         weights = np.asarray(self.weights)
         parts = [
             transform(part.answer(users, ctx), seen, self.method, self.rrf_k)

@@ -48,7 +48,7 @@ def rank_rows(
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty.astype(np.int32), empty.astype(np.float32), empty.astype(bool)
     personal = scorer.personalised(users, ctx.history)
-    seen = ctx.seen
+    seen = ctx.excluded
     k_max = int(ks.max())
     top_items = np.full((n, k_max), -1, dtype=np.int64)
     top_scores = np.full((n, k_max), -np.inf, dtype=np.float32)
@@ -116,7 +116,8 @@ class TopKScorer:
 
     @property
     def seen(self):
-        return self.ctx.seen
+        """Items left out of each user's ranking (nonzero = left out)."""
+        return self.ctx.excluded
 
     @property
     def popularity(self) -> np.ndarray:

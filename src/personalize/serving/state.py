@@ -36,7 +36,7 @@ def all_data(dataset: Dataset) -> InteractionData:
     """Every interaction of the dataset (train + validation + test), indexed over every known
     user and the whole catalogue."""
     index = IdIndex.build(dataset.users, dataset.items, dataset.interactions)
-    return InteractionData.build(dataset.interactions, index, dataset.users, dataset.items)
+    return InteractionData.build(dataset.interactions, index, dataset.users, dataset.items, dataset.events)
 
 
 def refit_on_all_data(candidate: Candidate, data: InteractionData) -> Recommender:
@@ -58,6 +58,7 @@ def write_state(
         model.popularity_,
         settings={"default_k": config.default_k, "max_k": config.max_k, "max_rows": config.max_rows},
         info=info,
+        exclude=model.exclude_,
     )
 
 

@@ -16,6 +16,7 @@ What is logged (so that anyone can recompute any metric from the store):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,7 @@ class ExperimentLogger:
                     **cfg.data.model_dump(mode="json"),
                     "name": dataset.name,
                     "fingerprint": dataset.fingerprint,
+                    **(dataset.events.describe() if dataset.events is not None else {}),
                 },
                 "split": next(iter(prepared.values())).split.params,
                 "evaluation": cfg.evaluation.model_dump(mode="json"),
@@ -127,14 +129,17 @@ class ExperimentLogger:
                 "name": dataset.name,
                 "fingerprint": dataset.fingerprint,
                 "tables": dataset.report.to_dict(),
+                "ids": dataset.report.ids.to_dict(),
                 "describe": dataset.describe(),
             },
             "data/ingest_report.json",
         )
+        p.log_text(dataset.report.ids.summary().to_markdown(index=False), "data/id_consistency.md")
         if len(dataset.quarantine):
             p.log_table(dataset.quarantine, "data/quarantine.parquet")
         counts = {}
-        for role, rep in dataset.report.tables.items():
+        for table, rep in dataset.report.tables.items():
+            role = re.sub(r"[^\w.\-/ ]", "_", table)
             counts.update(
                 {
                     f"data_{role}_input_rows": rep.input_rows,
@@ -142,6 +147,7 @@ class ExperimentLogger:
                     f"data_{role}_quarantined": rep.quarantined,
                 }
             )
+        counts.update({f"data_ids_{k}": v for k, v in dataset.report.ids.counts().items()})
         p.log_metrics(counts)
         for seed, ready in prepared.items():
             split = ready.split
@@ -153,6 +159,20 @@ class ExperimentLogger:
                 folder = f"split/seed={seed}" if split.stochastic else "split"
                 for part in ("train", "valid", "test"):
                     p.log_table(getattr(split, part).reset_index(names="row"), f"{folder}/{part}.parquet")
+
+    def log_audit(self, audit) -> None:
+        """The data hygiene audit (:class:`~personalize.data.hygiene.HygieneAudit`) on the parent
+        run: its config as params, ``audit.metrics()`` as metrics, ``data/audit.md``, the figures
+        under ``data/audit/`` and every flagged row in ``data/audit_flags.parquet``."""
+        p = self.parent
+        p.log_params({"audit": audit.config.model_dump(mode="json")})
+        p.log_metrics(audit.metrics())
+        p.set_tags({"audit": audit.verdict()})
+        p.log_text(audit.to_markdown(), "data/audit.md")
+        for name, fig in audit.figures().items():
+            p.log_figure(fig, f"data/audit/{name}")
+            plt.close(fig)
+        p.log_table(audit.flagged_rows(), "data/audit_flags.parquet")
 
     # ------------------------------------------------------------------- model and seeds
 

@@ -39,4 +39,4 @@ class Popularity(StaticScores):
     Config = PopularityConfig
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
-        self.scores_ = data.item_counts.astype(np.float32)
+        self.scores_ = data.item_popularity.astype(np.float32)

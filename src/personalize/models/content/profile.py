@@ -114,7 +114,7 @@ class ContentBased(Recommender):
         idx = self.index_.user_index(user_ids)
         ok = self.personalised(idx)
         users = idx[ok]
-        pos, sims = self.vector_index.search(self.user_profiles_[users], k, exclude=self.seen_[users])
+        pos, sims = self.vector_index.search(self.user_profiles_[users], k, exclude=self.excluded_[users])
         rows, ranks = np.nonzero(pos >= 0)
         return pd.DataFrame(
             {

@@ -254,6 +254,7 @@ class Fusion(Recommender):
         for i, part in enumerate(meta):
             model = create_model(part["type"], part["config"], self.seed)
             model.index_, model.seen_, model.popularity_ = self.index_, self.seen_, self.popularity_
+            model.exclude_ = self.exclude_
             model.user_history_ = self.user_history_
             model.best_epoch_ = meta[i]["best_epoch"]
             model.epochs_run_ = meta[i]["epochs_run"]
