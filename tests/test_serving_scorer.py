@@ -64,6 +64,18 @@ FUSIONS = {
 }
 
 
+# models that read the users' segments (a user attribute the segmentation stage assigns); they are
+# fitted on the same data with a segment column: three segments by user ID, the cold user in one
+ROUTED = {
+    "routed[static | item_item, by segment]": {
+        "components": [{"type": "popularity"}, {"type": "ease", "params": {"l2": 100}}],
+        "routes": {0: 0, 1: 1, 2: 1},
+        "default": 0,
+    },
+}
+SEGMENT_AWARE = {"segment_popularity", *ROUTED}
+
+
 def quick_params(model_type: str) -> dict:
     cls = get_model_class(model_type)
     params = dict(QUICK.get(model_type, {}))
@@ -73,8 +85,10 @@ def quick_params(model_type: str) -> dict:
 
 
 def export_cases() -> dict[str, tuple[str, dict]]:
-    cases = {name: (name, quick_params(name)) for name in exportable_models() if name != "fusion"}
+    hybrids = ("fusion", "routed")
+    cases = {name: (name, quick_params(name)) for name in exportable_models() if name not in hybrids}
     cases.update({label: ("fusion", params) for label, params in FUSIONS.items()})
+    cases.update({label: ("routed", params) for label, params in ROUTED.items()})
     return cases
 
 
@@ -105,9 +119,16 @@ def shipped(tmp_path_factory):
         del sys.modules[key]
 
 
+def _with_segments(data):
+    users = data.users.assign(**{C.SEGMENT: data.users[C.USER] % 3})
+    return dataclasses.replace(data, users=users)
+
+
 def _fit_and_ship(case, data, shipped, folder):
     model_type, params = CASES[case]
-    model = create_model(model_type, params, seed=0).fit(data)
+    model = create_model(model_type, params, seed=0).fit(
+        _with_segments(data) if case in SEGMENT_AWARE else data
+    )
     return model, shipped.TopKScorer.load(write_state(model, folder, ExportConfig()))
 
 
@@ -230,6 +251,7 @@ def test_save_state_rejects_a_scorer_that_does_not_match_the_index(data, tmp_pat
 
 ALLOWED_TOP_LEVEL = {
     "__future__",
+    "collections",
     "contextlib",
     "dataclasses",
     "json",

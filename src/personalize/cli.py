@@ -228,6 +228,28 @@ def resolve(
         _fail(exc)
 
 
+@app.command()
+def segment(
+    experiment: Annotated[
+        Path, typer.Argument(metavar="EXPERIMENT", help="Experiment YAML with a segments: block.")
+    ],
+    overrides: OverrideOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    no_track: NoTrackOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Segment users (profiles, k chosen, stability, descriptions, strategies, the classifier),
+    then break the experiment's models down by segment."""
+    from personalize.recipe.segments import run_segmentation
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    try:
+        run_segmentation(experiment, overrides, track=not no_track, progress=not quiet)
+    except PersonalizeError as exc:
+        _fail(exc)
+
+
 @app.command("sample-events")
 def sample_events(
     out: Annotated[

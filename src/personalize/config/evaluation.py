@@ -54,6 +54,11 @@ class EvaluationConfig(StrictModel):
     paired_test: Literal["t", "wilcoxon", "permutation"] = Field(
         default="t", description="Paired test of each model against the best, on per-user values."
     )
+    by: Literal["segment"] | None = Field(
+        default=None,
+        description="Break every leaderboard down by user segment (needs segments.enabled): per-segment "
+        "metrics with intervals and paired tests, Holm-adjusted across segments.",
+    )
     memory_budget_mb: int = Field(
         default=256, ge=8, description="Memory for one block of users' scores during ranking."
     )

@@ -20,6 +20,7 @@ from personalize.config.base import StrictModel
 from personalize.config.data import DataConfig
 from personalize.config.evaluation import EvaluationConfig, check_metric
 from personalize.config.model import ModelSpec, format_errors
+from personalize.config.segments import SegmentsConfig
 from personalize.config.serving import ExportConfig
 from personalize.config.split import SplitConfig
 from personalize.config.tuning import TuningConfig
@@ -82,6 +83,7 @@ class ExperimentConfig(StrictModel):
     )
     data: DataConfig = Field(default_factory=DataConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

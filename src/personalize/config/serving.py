@@ -32,6 +32,12 @@ class ExportConfig(StrictModel):
     metric: str = Field(
         default="ndcg@10", description="Validation metric that picks the champion (higher is better)."
     )
+    segments: bool = Field(
+        default=False,
+        description="Ship the segments (needs segments.enabled): each response row names its segment, "
+        "and a cold or unknown user whose request gives age / gender / occupation / zip_code gets "
+        "their segment's popular items instead of everyone's.",
+    )
     default_k: int = Field(default=10, ge=1, description="k of a request that gives none.")
     max_k: int = Field(default=1000, ge=1, description="Largest k a request may ask for.")
     max_rows: int = Field(default=10_000, ge=1, description="Most request rows (users) in one call.")

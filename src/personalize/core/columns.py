@@ -21,6 +21,9 @@ GENDER = "gender"
 OCCUPATION = "occupation"
 ZIP = "zip_code"
 
+# the user's segment (personalize.segments), a user attribute models may read as data
+SEGMENT = "segment"
+
 # recommendations
 RANK = "rank"
 SCORE = "score"

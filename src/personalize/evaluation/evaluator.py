@@ -43,6 +43,8 @@ class EvalTarget:
     types, its relevant events unless ``data.seen`` is 'any').
     ``warm``: the user has at least one interaction in that history.
     ``item_counts`` / ``n_seen_rows``: popularity of the seen history (novelty, ARP).
+    ``segments``: each target user's segment (-1: none), assigned from the history the model
+    knows; None without segmentation.
     """
 
     name: str
@@ -56,6 +58,7 @@ class EvalTarget:
     item_counts: np.ndarray
     n_seen_rows: int
     seen_items: int
+    segments: np.ndarray | None = None
 
     @property
     def user_ids(self) -> np.ndarray:
@@ -70,10 +73,12 @@ def make_target(
     min_rating: float | None = None,
     gains: str = "binary",
     events: EventPolicy | None = None,
+    segments: pd.Series | None = None,
 ) -> EvalTarget:
     """Build the evaluation target for ``part`` with the items of ``seen`` (the history the
     model knows) excluded. With event types (``events``) only rows of relevant types are
-    relevant, and only the history's relevant events exclude their items (``data.seen``)."""
+    relevant, and only the history's relevant events exclude their items (``data.seen``).
+    ``segments`` maps user IDs to their segment (assigned from ``seen``; missing users: -1)."""
     users = np.unique(index.user_index(part[C.USER]))
     if (users < 0).any():
         raise ValueError(f"{name}: users outside the index")
@@ -121,7 +126,13 @@ def make_target(
         item_counts=item_counts,
         n_seen_rows=len(seen),
         seen_items=int((item_counts > 0).sum()),
+        segments=None if segments is None else _segments_of(index.users[users], segments),
     )
+
+
+def _segments_of(user_ids: pd.Index, segments: pd.Series) -> np.ndarray:
+    values = pd.to_numeric(segments.reindex(user_ids), errors="coerce").to_numpy(dtype=np.float64)
+    return np.where(np.isnan(values), -1, values).astype(np.int64)
 
 
 @dataclass
@@ -249,6 +260,8 @@ class Evaluator:
             {**per_user, "n_relevant": n_rel, "warm": target.warm, "evaluated": base},
             index=pd.Index(target.user_ids, name=C.USER),
         )
+        if target.segments is not None:
+            frame[C.SEGMENT] = target.segments
         recs = recommendations_frame(items, scores, target)
         return EvaluationResult(
             target=target.name,

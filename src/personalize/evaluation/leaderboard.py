@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from personalize.config import EvaluationConfig
+from personalize.core import columns as C
 from personalize.core.metrics import MetricName
 from personalize.evaluation.evaluator import EvaluationResult
 from personalize.evaluation.metrics import registered
@@ -73,8 +74,18 @@ class ModelOutcome:
         if len(frames) == 1:
             return frames[0]
         stacked = pd.concat(frames)
-        numeric = stacked.drop(columns=["warm", "evaluated"]).groupby(level=0).mean()
+        labels = [c for c in ("warm", "evaluated", C.SEGMENT) if c in stacked.columns]
+        numeric = stacked.drop(columns=labels).groupby(level=0).mean()
         numeric["warm"] = stacked.groupby(level=0)["warm"].max()
+        if C.SEGMENT in stacked.columns:
+            segments = stacked.groupby(level=0)[C.SEGMENT]
+            if (segments.nunique() > 1).any():  # seeds with different training parts
+                raise ValueError(
+                    f"{self.label}: a user's segment differs between seeds (the split's training part "
+                    "changes with the seed), so per-user values cannot be averaged within a segment; "
+                    "break down by segment with one seed or a split that does not depend on it"
+                )
+            numeric[C.SEGMENT] = segments.first()
         return numeric
 
     def mean_seconds(self, key: str) -> float:

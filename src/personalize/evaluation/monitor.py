@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 from personalize.config import EvaluationConfig
 from personalize.core.metrics import MetricName
 from personalize.evaluation.evaluator import EvalTarget, Evaluator
@@ -62,6 +64,17 @@ class ValidationMonitor:
     def evaluate(self, model: Recommender) -> float:
         """The monitored validation metric of ``model`` (nothing recorded)."""
         return self._evaluator.evaluate(model, self.target).summary[self.metric]
+
+    def evaluate_users(self, model: Recommender) -> pd.Series:
+        """The monitored metric per evaluated validation user (index: user index), nothing
+        recorded; its mean is :meth:`evaluate` (in the protocol's mode)."""
+        per_user = self._evaluator.evaluate(model, self.target).per_user
+        evaluated = per_user["evaluated"].to_numpy(dtype=bool)
+        return pd.Series(
+            per_user[self.metric].to_numpy(dtype=float)[evaluated],
+            index=pd.Index(self.target.users[evaluated], name="user_idx"),
+            name=self.metric,
+        )
 
     def __call__(self, model: Recommender, epoch: int, loss: float | None) -> EpochReport:
         row: dict[str, float] = {"epoch": epoch}

@@ -72,6 +72,10 @@ class Validator(Protocol):
 
     def evaluate(self, model: Recommender) -> float: ...
 
+    def evaluate_users(self, model: Recommender) -> pd.Series:
+        """The monitored metric per evaluated validation user (index: user index)."""
+        ...
+
     def fresh(self) -> Validator: ...
 
     @property

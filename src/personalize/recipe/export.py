@@ -55,6 +55,7 @@ def export_result(
         config=config,
         confidence=result.config.evaluation.confidence,
         paired_test=result.config.evaluation.paired_test,
+        segments=result.config.segments,
         parent_run_id=result.parent_run_id,
         tracking_uri=result.tracking_uri,
         progress=progress,

@@ -26,6 +26,9 @@ class ExperimentResult:
     tracking_uri: str | None = None
     ui_command: str | None = None
     extras: dict = field(default_factory=dict)
+    by_segment: pd.DataFrame | None = None  # evaluation.by: segment (evaluation.breakdown)
+    routing: pd.DataFrame | None = None  # the routed hybrid against the best single model
+    segment_names: dict[int, str] = field(default_factory=dict)
 
     @property
     def best(self) -> ModelOutcome:

@@ -14,9 +14,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from personalize.config import EvaluationConfig, ExperimentConfig
+from personalize.core.errors import ConfigError
 from personalize.core.metrics import MetricName
 from personalize.data.hygiene import audit_dataset
 from personalize.data.ingest import Dataset
+from personalize.evaluation.breakdown import (
+    format_routing,
+    format_segment_table,
+    routing_comparison,
+    segment_table,
+)
 from personalize.evaluation.leaderboard import ModelOutcome, format_leaderboard, leaderboard, long_table
 from personalize.models.registry import get_model_class
 from personalize.recipe.export import export_after_run
@@ -111,6 +118,7 @@ def run_experiment(
         result = ExperimentResult(
             config, dataset, {s: p.split for s, p in prepared.items()}, outcomes, table, metrics
         )
+        _by_segment(result, first.segmentation)
         if logger:
             logger.finish(result)
     except BaseException:
@@ -121,12 +129,36 @@ def run_experiment(
 
     say("\nLeaderboard (test, mean [95% bootstrap interval over users]):")
     say(format_leaderboard(_display_columns(table, config.evaluation)).to_markdown(index=False))
+    if result.by_segment is not None:
+        say("\nBy segment (test; p vs best: the leaderboard's best model, Holm across segments):")
+        say(format_segment_table(result.by_segment).to_markdown(index=False))
+    if result.routing is not None:
+        say("\nThe routed hybrid against the best single model (test):")
+        say(format_routing(result.routing).to_markdown(index=False))
     if logger:
         say(f"\nMLflow UI:  {result.ui_command}")
         say(f"This run:   {result.run_url()}")
     if config.export.enabled:
         export_after_run(result, tracked=logger is not None, progress=progress, echo=echo)
     return result
+
+
+def _by_segment(result: ExperimentResult, segmentation) -> None:
+    """The per-segment leaderboard (evaluation.by: segment) and, with a routed hybrid, its
+    comparison with the best single model."""
+    config = result.config
+    if config.evaluation.by != "segment":
+        return
+    if segmentation is None:
+        raise ConfigError("evaluation.by: segment needs segments.enabled: true")
+    names = dict(segmentation.names)
+    result.segment_names = names
+    result.by_segment = segment_table(result.outcomes, config.evaluation, seed=config.seeds[0], names=names)
+    routed = [o.label for o in result.outcomes if o.model_type == "routed"]
+    if routed and len(result.outcomes) > 1:
+        result.routing = routing_comparison(
+            result.outcomes, routed[0], config.evaluation, seed=config.seeds[0], names=names
+        )
 
 
 def _display_columns(table: pd.DataFrame, ev: EvaluationConfig) -> pd.DataFrame:

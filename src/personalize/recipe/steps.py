@@ -7,9 +7,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pandas as pd
 import scipy.sparse as sp
 
 from personalize.config import ExperimentConfig, ModelSpec
+from personalize.core import columns as C
 from personalize.data.ingest import Dataset, ingest
 from personalize.data.matrix import IdIndex, InteractionData
 from personalize.data.splits import Split, make_split
@@ -24,6 +26,7 @@ from personalize.evaluation.leaderboard import SeedOutcome
 from personalize.evaluation.monitor import ValidationMonitor
 from personalize.models.base import Recommender
 from personalize.models.registry import create_model, get_model_class
+from personalize.segments.pipeline import Segmentation, fit_segmentation
 
 
 @dataclass
@@ -37,6 +40,7 @@ class PreparedSplit:
     valid_target: EvalTarget
     test_target: EvalTarget
     genres: sp.csr_matrix | None
+    segmentation: Segmentation | None = None  # segments.enabled: fitted on this split's train part
 
 
 def load_data(config: ExperimentConfig) -> Dataset:
@@ -63,16 +67,35 @@ def prepare_split(dataset: Dataset, config: ExperimentConfig, seed: int) -> Prep
     train_valid = split.train_valid()
     events = dataset.events
     train = InteractionData.build(split.train, index, split.users, split.items, events)
+    tv = InteractionData.build(train_valid, index, split.users, split.items, events)
     ev = config.evaluation
+    segmentation, valid_segments, test_segments = None, None, None
+    if config.segments.enabled:  # segments from the data each model is fitted on (PROTOCOL.md)
+        segmentation = fit_segmentation(train, config.segments, dataset.fingerprint)
+        valid_segments, test_segments = segmentation.labels(train), segmentation.labels(tv)
+        train = InteractionData.build(
+            split.train, index, segmentation.users_table(split.users, train), split.items, events
+        )
+        tv = InteractionData.build(train_valid, index, _with(split.users, test_segments), split.items, events)
     return PreparedSplit(
         split=split,
         index=index,
         train=train,
-        train_valid=InteractionData.build(train_valid, index, split.users, split.items, events),
-        valid_target=make_target("valid", split.valid, split.train, index, ev.min_rating, ev.gains, events),
-        test_target=make_target("test", split.test, train_valid, index, ev.min_rating, ev.gains, events),
+        train_valid=tv,
+        valid_target=make_target(
+            "valid", split.valid, split.train, index, ev.min_rating, ev.gains, events, valid_segments
+        ),
+        test_target=make_target(
+            "test", split.test, train_valid, index, ev.min_rating, ev.gains, events, test_segments
+        ),
         genres=genre_matrix(train.items),
+        segmentation=segmentation,
     )
+
+
+def _with(users: pd.DataFrame, segments: pd.Series) -> pd.DataFrame:
+    """The users table with the ``segment`` column of ``segments`` (user_id -> segment)."""
+    return users.assign(**{C.SEGMENT: users[C.USER].map(segments).fillna(-1).astype("int64").to_numpy()})
 
 
 def fit_and_evaluate(

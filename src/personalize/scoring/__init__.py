@@ -15,8 +15,22 @@ exported MLflow model and imported there under another name. Modules:
 
 from .codec import FORMAT, State, load_arrays, load_state, save_arrays, save_state
 from .ids import positions
-from .kinds import KINDS, Blend, Computed, Context, Factors, ItemItem, NeuMF, Scorer, Static, transform
+from .kinds import (
+    KINDS,
+    Blend,
+    Computed,
+    Context,
+    Factors,
+    ItemItem,
+    NeuMF,
+    Routed,
+    Scorer,
+    Segmented,
+    Static,
+    transform,
+)
 from .ranking import block_size, csr_rows, mask, topk
+from .segments import SegmentFallback
 from .serve import COLUMNS, RequestError, TopKScorer, frame, rank_rows
 
 __all__ = [
@@ -30,7 +44,10 @@ __all__ = [
     "ItemItem",
     "NeuMF",
     "RequestError",
+    "Routed",
     "Scorer",
+    "SegmentFallback",
+    "Segmented",
     "State",
     "Static",
     "TopKScorer",

@@ -13,6 +13,8 @@ A state folder (written by :func:`save_state`, read by :func:`load_state`)::
     seen_data.npy          (optional) each history entry's training weight; absent: all 1
     exclude_indptr.npy     (optional) the items left out of each user's ranking, when they are
     exclude_indices.npy    not the history's items (event types: only relevant events exclude)
+    segments/              (optional) user_segment.npy, scores.npy (segments x items) and the
+                           demographics classifier (labeller/, :mod:`.trees`); names in manifest
     popularity.npy         the fallback scores per item (float32)
     scorer/<path>/...      arrays of each scorer of the tree (blend parts under part<i>/)
 """
@@ -29,6 +31,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .kinds import KINDS, Context, Scorer
+from .segments import SegmentFallback
+from .trees import load_trees, save_trees
 
 FORMAT = 1
 USER, ITEM = "user_id", "item_id"
@@ -138,6 +142,7 @@ class State:
     context: Context
     settings: dict[str, Any]
     info: dict[str, Any]
+    segments: SegmentFallback | None = None
 
 
 def save_state(
@@ -150,6 +155,7 @@ def save_state(
     settings: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
     exclude: sp.spmatrix | None = None,
+    segments: SegmentFallback | None = None,
 ) -> Path:
     """Write a state folder (see the module doc). ``users`` / ``items`` are the raw IDs in index
     order, ``seen`` the users x items history (nonzero = an interaction, the value its training
@@ -173,6 +179,13 @@ def save_state(
         np.save(folder / "exclude_indptr.npy", exclude.indptr.astype(np.int64))
         np.save(folder / "exclude_indices.npy", exclude.indices.astype(np.int32))
     np.save(folder / "popularity.npy", np.asarray(popularity, dtype=np.float32))
+    if segments is not None:
+        segments.check(len(users), len(items))
+        (folder / "segments").mkdir(exist_ok=True)
+        np.save(folder / "segments" / "user_segment.npy", segments.user_segment.astype(np.int64))
+        np.save(folder / "segments" / "scores.npy", np.asarray(segments.scores, dtype=np.float32))
+        if segments.labeller is not None:
+            save_trees(folder / "segments" / "labeller", *segments.labeller)
     manifest = {
         "format": FORMAT,
         "n_users": len(users),
@@ -181,6 +194,8 @@ def save_state(
         "scorer": save_scorer(scorer, folder),
         "info": info or {},
     }
+    if segments is not None:
+        manifest["segments"] = {"names": list(segments.names), "labeller": segments.labeller is not None}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
     return folder
 
@@ -219,6 +234,15 @@ def load_state(folder: str | Path) -> State:
     weights = np.load(folder / "seen_data.npy") if (folder / "seen_data.npy").exists() else None
     seen = _read_csr(folder, "seen", shape, weights)
     exclude = _read_csr(folder, "exclude", shape) if (folder / "exclude_indptr.npy").exists() else None
+    segments = None
+    if "segments" in manifest:
+        part = folder / "segments"
+        segments = SegmentFallback(
+            np.load(part / "user_segment.npy"),
+            np.load(part / "scores.npy"),
+            list(manifest["segments"].get("names", [])),
+            load_trees(part / "labeller") if manifest["segments"].get("labeller") else None,
+        )
     return State(
         load_scorer(manifest["scorer"], folder),
         users,
@@ -226,6 +250,7 @@ def load_state(folder: str | Path) -> State:
         Context.build(seen, np.load(folder / "popularity.npy"), exclude),
         manifest.get("settings", {}),
         manifest.get("info", {}),
+        segments,
     )
 
 

@@ -18,6 +18,8 @@ Score of user u for every item i (before seen items are excluded):
 - ``neumf``: ``out.w . [user_gmf[u] * item_gmf[i] ; MLP([user_mlp[u] ; item_mlp[i]])] + out.b``,
   the MLP being Linear + ReLU for each layer ``mlp.<j>`` (a logit: the sigmoid does not change
   the ranking), computed with PyTorch (imported only here);
+- ``segmented``: ``scores[segment[u]]``, the scores of the user's segment (segment popularity);
+- ``routed``: the answer of the part ``route[u]`` (the part chosen for the user's segment);
 - ``blend``: each part answers as a fitted model would (its own scores where it answers the
   user, popularity elsewhere), its scores are made comparable per user over the candidates (the
   items not excluded from the user's ranking) by ``method`` -- ``minmax``: (s - min) / (max - min);
@@ -449,6 +451,112 @@ def transform(scores: np.ndarray, seen: sp.csr_matrix, method: str, rrf_k: float
         raise ValueError(f"unknown blend method {method!r}; choose minmax or rrf")
     out[~finite] = -np.inf
     return out
+
+
+@dataclass(kw_only=True)
+class Segmented(Scorer):
+    """``scores[segment[u]]``: the same scores for every user of a segment (segment popularity).
+
+    ``segment`` holds each known user's segment (-1: none); a user without one (or unknown) gets
+    the context's popularity. Answers cold users itself (their segment may come from their
+    attributes)."""
+
+    kind: ClassVar[str] = "segmented"
+    scores: np.ndarray  # segments x items
+    segment: np.ndarray  # per known user, -1: none
+
+    def segments_of(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        out = np.full(len(users), -1, dtype=np.int64)
+        known = users >= 0
+        out[known] = self.segment[users[known]]
+        return out
+
+    def personalised(self, users: np.ndarray, history: np.ndarray) -> np.ndarray:
+        return self.segments_of(users) >= 0
+
+    def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        return np.asarray(self.scores, dtype=np.float32)[self.segments_of(users)]
+
+    def state(self):
+        return {"scores": self.scores, "segment": self.segment}, {}
+
+    @classmethod
+    def from_state(cls, arrays, params, parts):
+        return cls(scores=arrays["scores"], segment=arrays["segment"])
+
+    def check(self, n_users, n_items, path="scorer"):
+        arrays = {"scores": self.scores, "segment": self.segment}
+        _expect(path, self.kind, "scores", _shape(arrays, "scores", self.kind, path), (None, n_items))
+        _expect(path, self.kind, "segment", _shape(arrays, "segment", self.kind, path), (n_users,))
+        if len(self.segment) and int(np.max(self.segment)) >= self.scores.shape[0]:
+            raise ValueError(f"{path}: a user's segment has no row in scores")
+
+
+@dataclass(kw_only=True)
+class Routed(Scorer):
+    """Each user answered by one part, chosen by their segment: ``route[u]`` is the part of
+    known user u (an unknown user gets part ``default``); the part answers as the fitted model
+    would (its own scores, or its fallback)."""
+
+    kind: ClassVar[str] = "routed"
+    members: list[Scorer]
+    route: np.ndarray  # per known user: index into members
+    default: int = 0
+
+    @property
+    def parts(self) -> list[Scorer]:
+        return list(self.members)
+
+    def routes_of(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        out = np.full(len(users), self.default, dtype=np.int64)
+        known = users >= 0
+        out[known] = self.route[users[known]]
+        return out
+
+    def personalised(self, users: np.ndarray, history: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        routes = self.routes_of(users)
+        out = np.zeros(len(users), dtype=bool)
+        for i, member in enumerate(self.members):
+            rows = routes == i
+            if rows.any():
+                out[rows] = member.personalised(users[rows], history)
+        return out
+
+    def answer(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        routes = self.routes_of(users)
+        out = np.empty((len(users), ctx.n_items), dtype=np.float32)
+        for i, member in enumerate(self.members):
+            rows = routes == i
+            if rows.any():
+                out[rows] = member.answer(users[rows], ctx)
+        return out
+
+    def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        return self.answer(users, ctx)
+
+    def state(self):
+        return {"route": self.route}, {"default": int(self.default)}
+
+    @classmethod
+    def from_state(cls, arrays, params, parts):
+        return cls(members=parts, route=arrays["route"], default=int(params.get("default", 0)))
+
+    def check(self, n_users, n_items, path="scorer"):
+        _expect(path, self.kind, "route", _shape({"route": self.route}, "route", self.kind, path), (n_users,))
+        if not self.members:
+            raise ValueError(f"{path}: a routed scorer needs parts")
+        if len(self.route) and not (
+            int(np.min(self.route)) >= 0 and int(np.max(self.route)) < len(self.members)
+        ):
+            raise ValueError(f"{path}: a route names no part")
+        if not 0 <= self.default < len(self.members):
+            raise ValueError(f"{path}: the default route names no part")
+        for i, part in enumerate(self.members):
+            part.check(n_users, n_items, f"{path}/part{i}")
 
 
 @dataclass(kw_only=True)

@@ -17,8 +17,10 @@ from .codec import load_state
 from .ids import positions
 from .kinds import Context, Scorer
 from .ranking import topk
+from .segments import SegmentFallback
 
 USER, ITEM, RANK, SCORE, PERSONALISED = "user_id", "item_id", "rank", "score", "personalised"
+SEGMENT = "segment"
 COLUMNS = (USER, ITEM, RANK, SCORE, PERSONALISED)
 
 
@@ -34,12 +36,15 @@ def rank_rows(
     exclude: list[np.ndarray | None] | None = None,
     exclude_seen: bool = True,
     block: int | None = None,
+    fallback: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Top-``ks[r]`` items of request row r for user index ``users[r]`` (-1: unknown).
 
-    ``exclude``: item indices to leave out per row. Returns aligned arrays over the answer rows:
-    (request row, item index, rank 1..k, score, personalised). A list is shorter than k when
-    fewer items can be recommended (``-inf`` scores are left out).
+    ``exclude``: item indices to leave out per row. ``fallback``: (segment per row, segments x
+    items scores): a row the scorer does not answer itself and whose segment is known gets its
+    segment's scores instead of the overall popularity. Returns aligned arrays over the answer
+    rows: (request row, item index, rank 1..k, score, personalised). A list is shorter than k
+    when fewer items can be recommended (``-inf`` scores are left out).
     """
     users = np.asarray(users, dtype=np.int64)
     ks = np.asarray(ks, dtype=np.int64)
@@ -56,6 +61,11 @@ def rank_rows(
     for start in range(0, n, step):
         rows = np.arange(start, min(n, start + step))
         scores = scorer.answer(users[rows], ctx)
+        if fallback is not None:
+            segment = fallback[0][rows]
+            swap = ~personal[rows] & (segment >= 0)
+            if swap.any():
+                scores[swap] = fallback[1][segment[swap]]
         for r, row in enumerate(rows):
             u = users[row]
             if exclude_seen and u >= 0:
@@ -93,8 +103,10 @@ class TopKScorer:
         context: Context,
         settings: dict[str, Any] | None = None,
         info: dict[str, Any] | None = None,
+        segments: SegmentFallback | None = None,
     ):
         settings = settings or {}
+        self.segments = segments
         self.root = root
         self.users = users
         self.items = items
@@ -108,7 +120,9 @@ class TopKScorer:
     @classmethod
     def load(cls, folder: str | Path) -> TopKScorer:
         state = load_state(folder)
-        return cls(state.scorer, state.users, state.items, state.context, state.settings, state.info)
+        return cls(
+            state.scorer, state.users, state.items, state.context, state.settings, state.info, state.segments
+        )
 
     @property
     def n_items(self) -> int:
@@ -195,14 +209,23 @@ class TopKScorer:
         k: int | list[Any] | None = None,
         exclude_items: list[Any] | None = None,
         exclude_seen: bool = True,
+        attributes: list[dict[str, Any] | None] | None = None,
     ) -> pd.DataFrame:
-        """Top-k for raw user IDs: rows user_id, item_id, rank, score, personalised.
+        """Top-k for raw user IDs: rows user_id, item_id, rank, score, personalised (and
+        ``segment`` when the state carries segments; missing where the row has none).
 
         ``k`` is one value for every row or one per row (``None``: the default k);
-        ``exclude_items`` one list of item IDs per row (or ``None``). Rows come out in request
-        order, ranks 1..k within a row.
+        ``exclude_items`` one list of item IDs per row (or ``None``); ``attributes`` one dict of
+        age / gender / occupation / zip_code per row (or ``None``): with segments, a cold or
+        unknown user's segment (:mod:`.segments`). Rows come out in request order, ranks 1..k
+        within a row.
         """
-        return frame(*self.recommend_columns(user_ids, k, exclude_items, exclude_seen))
+        columns = self.recommend_columns(user_ids, k, exclude_items, exclude_seen, attributes)
+        out = frame(*columns[:5])
+        if self.segments is not None:  # -1 (no segment) as missing
+            out[SEGMENT] = pd.array(np.where(columns[5] >= 0, columns[5], 0), dtype="Int64")
+            out.loc[columns[5] < 0, SEGMENT] = pd.NA
+        return out
 
     def recommend_columns(
         self,
@@ -210,19 +233,31 @@ class TopKScorer:
         k: int | list[Any] | None = None,
         exclude_items: list[Any] | None = None,
         exclude_seen: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`recommend` as five aligned arrays (user_id, item_id, rank, score, personalised),
-        without building a DataFrame (the serving path)."""
+        attributes: list[dict[str, Any] | None] | None = None,
+    ) -> tuple[np.ndarray, ...]:
+        """:meth:`recommend` as aligned arrays (user_id, item_id, rank, score, personalised and,
+        with segments, segment), without building a DataFrame (the serving path)."""
         user_ids = list(user_ids)
         ks = k if isinstance(k, (list, tuple, np.ndarray)) else [k] * len(user_ids)
         user_ids, ks_arr, excludes = self.check_request(user_ids, ks, exclude_items)
+        if attributes is not None and len(attributes) != len(user_ids):
+            raise RequestError(f"got {len(attributes)} attribute rows for {len(user_ids)} rows")
         exclude = [self.item_index(extra) if extra else None for extra in excludes]
+        index = self.user_index(user_ids)
+        fallback = None
+        if self.segments is not None:
+            try:
+                segment = self.segments.segments_for(index, attributes)
+            except ValueError as exc:  # an attribute the classifier cannot read
+                raise RequestError(str(exc)) from None
+            fallback = (segment, np.asarray(self.segments.scores, dtype=np.float32))
         rows, items, ranks, scores, personal = rank_rows(
-            self.root, self.ctx, self.user_index(user_ids), ks_arr, exclude, exclude_seen
+            self.root, self.ctx, index, ks_arr, exclude, exclude_seen, fallback=fallback
         )
         ids = np.empty(len(user_ids), dtype=object)
         ids[:] = user_ids
-        return ids[rows], self._item_ids[items], ranks, scores, personal
+        out = (ids[rows], self._item_ids[items], ranks, scores, personal)
+        return out if fallback is None else (*out, fallback[0][rows])
 
 
 def _is_id(value: Any) -> bool:

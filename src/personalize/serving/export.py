@@ -41,6 +41,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from personalize.config import ExportConfig, read_experiment
+from personalize.config.segments import SegmentsConfig
 from personalize.core import columns as C
 from personalize.core.errors import ConfigError
 from personalize.core.metrics import MetricName
@@ -61,6 +62,7 @@ from personalize.serving.state import (
     input_example,
     pip_requirements,
     refit_on_all_data,
+    segment_data,
     ship_code,
     state_hash,
     write_state,
@@ -167,9 +169,14 @@ def export_champion(
     paired_test: str = "t",
     progress: bool = True,
     echo: Echo | None = print,
+    segments: SegmentsConfig | None = None,
 ) -> ExportResult:
     """Choose (see :mod:`personalize.serving.champion` for the rule), refit on all of
     ``dataset``, log, register and promote the champion.
+
+    ``segments``: the experiment's segmentation when it is enabled; every user is then labelled
+    (fitted on all the data) before the refit, and with ``config.segments`` the state ships the
+    labels, segment popularity and the demographics labeller (:mod:`personalize.scoring.segments`).
 
     The export run is nested under ``parent_run_id`` (the experiment or tuning session the
     candidates come from) when given, else it is filed in the MLflow ``experiment``. When the
@@ -199,7 +206,9 @@ def export_champion(
             tempfile.TemporaryDirectory() as tmp,
         ):
             steps.set_postfix_str("refit on all data")
-            final = _refit_finalists(selection, dataset, config, parent_run_id, run.run_id, Path(tmp))
+            final = _refit_finalists(
+                selection, dataset, config, parent_run_id, run.run_id, Path(tmp), segments
+            )
             table = candidates_table(candidates, selection, config.metric, confidence)
             say(f"\nExport: {selection.reason(config.metric)}")
             code = ship_code(Path(tmp) / "code")
@@ -249,10 +258,17 @@ def _refit_finalists(
     source_run_id: str | None,
     run_id: str,
     tmp: Path,
+    segments: SegmentsConfig | None = None,
 ) -> _Finalist:
     """Refit the leader (and the runner-up, when the two are within noise) on all the data and
     write their states; the champion is the leader, or the smaller state of a tie."""
     data = all_data(dataset)
+    fallback = None
+    if config.segments and (segments is None or not segments.enabled):
+        raise ExportError("export.segments needs segments.enabled: true in the experiment")
+    if segments is not None and segments.enabled:
+        data, fallback = segment_data(data, segments, dataset.fingerprint)
+        fallback = fallback if config.segments else None
     finalists = [selection.leader, selection.runner_up] if selection.tied else [selection.leader]
     fitted = []
     for i, candidate in enumerate(finalists):
@@ -260,7 +276,7 @@ def _refit_finalists(
         model = refit_on_all_data(candidate, data)
         seconds = time.perf_counter() - t0
         info = _provenance(candidate, config, dataset, source_run_id, run_id)
-        state = write_state(model, tmp / f"candidate{i}" / "state", config, info)
+        state = write_state(model, tmp / f"candidate{i}" / "state", config, info, fallback)
         selection.sizes[candidate.label] = sum(f.stat().st_size for f in state.rglob("*") if f.is_file())
         fitted.append(_Finalist(candidate, model, state, info, seconds))
     champion = min(fitted, key=lambda f: selection.sizes[f.candidate.label] if selection.tied else 0)
@@ -457,6 +473,7 @@ def export_run(
         tracking_uri=tracking_uri,
         progress=progress,
         echo=echo,
+        segments=experiment_config.segments,
     )
 
 

@@ -8,6 +8,7 @@ model file :data:`MODEL_CODE` imports it by that name.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,11 +20,14 @@ import numpy as np
 import pandas as pd
 
 from personalize import scoring
+from personalize.config.segments import SegmentsConfig
 from personalize.config.serving import ExportConfig
+from personalize.core import columns as C
 from personalize.data.ingest import Dataset
 from personalize.data.matrix import IdIndex, InteractionData
 from personalize.models.base import Recommender
 from personalize.models.registry import create_model
+from personalize.segments.pipeline import fit_segmentation
 from personalize.serving.champion import Candidate
 
 SCORING_CODE = Path(scoring.__file__).resolve().parent
@@ -45,10 +49,14 @@ def refit_on_all_data(candidate: Candidate, data: InteractionData) -> Recommende
 
 
 def write_state(
-    model: Recommender, folder: Path, config: ExportConfig, info: dict[str, Any] | None = None
+    model: Recommender,
+    folder: Path,
+    config: ExportConfig,
+    info: dict[str, Any] | None = None,
+    segments: scoring.SegmentFallback | None = None,
 ) -> Path:
-    """Write the fitted ``model``'s serving state (its scorer, ID maps, seen items, popularity)
-    to ``folder`` with the shipped codec."""
+    """Write the fitted ``model``'s serving state (its scorer, ID maps, seen items, popularity,
+    and the ``segments`` when given) to ``folder`` with the shipped codec."""
     return scoring.save_state(
         folder,
         model.scorer(),
@@ -59,7 +67,25 @@ def write_state(
         settings={"default_k": config.default_k, "max_k": config.max_k, "max_rows": config.max_rows},
         info=info,
         exclude=model.exclude_,
+        segments=segments,
     )
+
+
+def segment_data(data: InteractionData, config: SegmentsConfig, fingerprint: str):
+    """``data`` with every user's segment (fitted on ``data``: all of it, for export) and the
+    serving fallback: each known user's segment, segment popularity, the demographics labeller."""
+    seg = fit_segmentation(data, config, fingerprint)
+    labels = seg.labels(data)
+    users = data.users.assign(**{C.SEGMENT: labels.reindex(data.index.users).to_numpy()})
+    labelled = dataclasses.replace(data, users=users)
+    popular = create_model("segment_popularity", {}).fit(labelled)
+    fallback = scoring.SegmentFallback(
+        user_segment=labels.reindex(data.index.users).to_numpy(dtype=np.int64),
+        scores=popular.scores_,
+        names=[seg.names.get(i, f"segment {i}") for i in range(seg.k)],
+        labeller=None if seg.labeller is None else seg.labeller.to_arrays(),
+    )
+    return labelled, fallback
 
 
 def ship_code(folder: Path) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from personalize.core.metrics import MetricName, is_metric_name
+from personalize.evaluation.breakdown import format_routing, format_segment_table, plot_by_segment
 from personalize.evaluation.leaderboard import ModelOutcome, SeedOutcome, format_leaderboard
 from personalize.evaluation.plots import learning_curve, metric_vs_k
 from personalize.evaluation.protocol import protocol_text
@@ -272,6 +273,8 @@ class ExperimentLogger:
                 fig = metric_vs_k(result.metrics, slice_name=name, title=f"{self.config.name}: {name} users")
                 p.log_figure(fig, f"plots/ndcg_map_vs_k_{name}.png")
                 plt.close(fig)
+        if result.by_segment is not None:
+            self._log_by_segment(result)
         primary = self.config.evaluation.primary
         p.log_params({"best_model": table.iloc[0]["model"]})
         p.log_metrics({primary.prefixed("best_test"): float(table.iloc[0][str(primary)])})
@@ -284,6 +287,32 @@ class ExperimentLogger:
         result.parent_run_id = p.run_id
         result.tracking_uri = self.tracker.uri
         result.ui_command = self.tracker.ui_command()
+
+    def _log_by_segment(self, result) -> None:
+        """The per-segment leaderboard (tables, figure, per-model metrics) and the routed hybrid
+        against the best single model."""
+        p, table = self.parent, result.by_segment
+        primary = self.config.evaluation.primary
+        p.log_table(table, "by_segment/leaderboard.csv")
+        p.log_table(format_segment_table(table), "by_segment/leaderboard.md")
+        p.log_figure(plot_by_segment(table, str(primary)), "by_segment/models_by_segment.png")
+        p.log_dict({str(k): v for k, v in result.segment_names.items()}, "by_segment/names.json")
+        for label, rows in table.groupby("model"):
+            handle = self._model_runs.get(label)
+            if handle is None:
+                continue
+            metrics = {}
+            for row in rows.to_dict(orient="records"):
+                key = primary.prefixed(f"test_segment{row['segment']}") if row["segment"] >= 0 else None
+                if key is not None:
+                    metrics[key] = row[str(primary)]
+                    metrics[f"n_test_users_segment{row['segment']}"] = row["users"]
+            handle.log_metrics(metrics)
+        if result.routing is not None:
+            p.log_table(result.routing, "by_segment/routing.csv")
+            p.log_table(format_routing(result.routing), "by_segment/routing.md")
+            overall = result.routing.iloc[0]
+            p.log_metrics({"routing_difference": overall["difference"], "routing_p": overall["p"]})
 
     def fail(self) -> None:
         """Mark the parent and any unfinished model run FAILED."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib.pyplot as plt
+import optuna
 import pandas as pd
 
 from personalize.evaluation.protocol import protocol_text
@@ -101,9 +102,11 @@ class TuningLogger:
     def _claim(self, study, created: bool, create: Callable[[], RunHandle]) -> tuple[RunHandle, bool]:
         """The run whose ID ``study`` holds (waiting for its creator), or a new one we record."""
         if not created:
-            # the creator records the ID right after creating the study (before any trial);
-            # a study that already has trials without an ID was run untracked: no wait
-            deadline = time.monotonic() + (0 if study.get_trials(deepcopy=False) else self.wait_seconds)
+            # the creator records the ID right after creating the study (before any trial runs;
+            # the trials it queues from the defaults wait); a study that already ran trials
+            # without an ID was run untracked: no wait
+            ran = [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+            deadline = time.monotonic() + (0 if ran else self.wait_seconds)
             while True:
                 run_id = study.user_attrs.get(RUN_ATTR)
                 if run_id is not None or time.monotonic() > deadline:

@@ -24,7 +24,6 @@ contribute their own fallback (training popularity). A user no component answers
 from __future__ import annotations
 
 import itertools
-import json
 from typing import Any, Literal
 
 import numpy as np
@@ -32,41 +31,20 @@ import scipy.sparse as sp
 from pydantic import Field, field_validator, model_validator
 
 from personalize import scoring
-from personalize.config.base import StrictModel, check_grid, grid_points
 from personalize.config.model import ModelConfig
 from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
 from personalize.models.base import EpochMonitor, Recommender, Validator
-from personalize.models.registry import create_model, get_model_class
+from personalize.models.hybrid.components import (
+    ComponentSpec,
+    components_state,
+    fit_components,
+    restore_components,
+)
+from personalize.models.registry import get_model_class
 
 _DEFAULT_GRID = [round(0.1 * i, 1) for i in range(11)]
 _CACHE_BYTES = 1 << 30  # component scores kept in memory during the weight search, at most
-
-
-class ComponentSpec(StrictModel):
-    """One component of a fusion: a registered model type, its params and an optional grid."""
-
-    type: str = Field(description="Registered model type (see `personalize models`).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Overrides of the model's config.")
-    grid: dict[str, list[Any]] = Field(
-        default_factory=dict,
-        description="{param: [values]}: every combination is fitted and the best on validation kept.",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> ComponentSpec:
-        try:
-            cls = get_model_class(self.type)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        check_grid(self.grid, f"component {self.type}")
-        for params in self.combinations():
-            cls.Config.model_validate(params)
-        return self
-
-    def combinations(self) -> list[dict[str, Any]]:
-        """``params`` merged with every point of ``grid``."""
-        return grid_points(self.params, self.grid)
 
 
 class FusionConfig(ModelConfig):
@@ -148,23 +126,9 @@ class Fusion(Recommender):
                 "fusion: weights (and component grids) are chosen on validation, so fit needs a "
                 "ValidationMonitor (the recipe passes one); or set params.weights and drop the grids"
             )
-        self.components_: list[Recommender] = []
-        self.component_histories_: list[list[dict]] = []
-        self.component_search_: list[list[dict[str, Any]]] = []
-        for spec in c.components:
-            rows: list[dict[str, Any]] = []
-            best: tuple[float, Recommender, list[dict]] | None = None
-            for params in spec.combinations():
-                model, history = self._fit_component(spec.type, params, data, monitor)
-                value = monitor.evaluate(model) if spec.grid else 0.0
-                if spec.grid:
-                    rows.append({**{k: params[k] for k in spec.grid}, f"valid_{monitor.metric}": value})
-                if best is None or value > best[0]:
-                    best = (value, model, history)
-            assert best is not None
-            self.components_.append(best[1])
-            self.component_histories_.append(best[2])
-            self.component_search_.append(rows)
+        self.components_, self.component_histories_, self.component_search_ = fit_components(
+            c.components, data, monitor, self.seed
+        )
         self.search_: list[dict[str, Any]] = []
         if c.weights is not None:
             self.weights_ = np.asarray(c.weights, dtype=np.float64)
@@ -183,17 +147,6 @@ class Fusion(Recommender):
             self._cache = None
         assert best is not None
         self.weights_ = best[1]
-
-    def _fit_component(
-        self, model_type: str, params: dict[str, Any], data: InteractionData, monitor: EpochMonitor | None
-    ) -> tuple[Recommender, list[dict]]:
-        """Fit one component; an iterative one gets its own copy of the validation monitor."""
-        model = create_model(model_type, params, self.seed)
-        sub_monitor = None
-        if isinstance(monitor, Validator) and (model.iterative or model.uses_validation):
-            sub_monitor = monitor.fresh()
-        model.fit(data, sub_monitor)
-        return model, list(sub_monitor.history) if sub_monitor else []
 
     def _new_cache(self, n_users: int) -> dict | None:
         size = n_users * self.n_items * len(self.components_) * 4
@@ -228,36 +181,11 @@ class Fusion(Recommender):
     # -------------------------------------------------------------------- persistence
 
     def _state(self) -> dict[str, np.ndarray | sp.spmatrix]:
-        state: dict[str, Any] = {"fusion_weights": self.weights_}
-        meta = [
-            {
-                "type": spec.type,
-                "config": m.config.model_dump(mode="json"),
-                "best_epoch": m.best_epoch_,
-                "epochs_run": m.epochs_run_,
-            }
-            for spec, m in zip(self.config.components, self.components_)
-        ]
-        state["components_meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        for i, model in enumerate(self.components_):
-            for key, value in model._state().items():
-                state[f"c{i}__{key}"] = value
-        return state
+        return {"fusion_weights": self.weights_, **components_state(self.config.components, self.components_)}
 
     def _set_state(self, state) -> None:
         self.weights_ = np.asarray(state["fusion_weights"], dtype=np.float64)
-        meta = json.loads(bytes(np.asarray(state["components_meta"], dtype=np.uint8)).decode())
-        self.components_ = []
-        self.component_histories_ = [[] for _ in meta]
-        self.component_search_ = [[] for _ in meta]
+        self.components_ = restore_components(self, state)
+        self.component_histories_ = [[] for _ in self.components_]
+        self.component_search_ = [[] for _ in self.components_]
         self.search_ = []
-        for i, part in enumerate(meta):
-            model = create_model(part["type"], part["config"], self.seed)
-            model.index_, model.seen_, model.popularity_ = self.index_, self.seen_, self.popularity_
-            model.exclude_ = self.exclude_
-            model.user_history_ = self.user_history_
-            model.best_epoch_ = meta[i]["best_epoch"]
-            model.epochs_run_ = meta[i]["epochs_run"]
-            prefix = f"c{i}__"
-            model._set_state({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-            self.components_.append(model)
