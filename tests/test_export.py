@@ -166,9 +166,11 @@ def test_the_logged_model_is_self_contained(exported, in_store):
     assert {"user_id", "k", "exclude_items", *attributes} == set(inputs) and inputs["k"]["required"] is False
     assert not any(inputs[a]["required"] for a in attributes)
     assert inputs["user_id"]["type"] == "long" and inputs["exclude_items"]["items"]["type"] == "long"
-    assert pyfunc["config"] == {"user_id_type": "int", "item_id_type": "int"}  # ML-100K IDs are integers
+    config = pyfunc["config"]
+    assert (config["user_id_type"], config["item_id_type"]) == ("int", "int")  # ML-100K IDs are integers
+    assert config["online_url"] is None  # no online store unless configured (export, environment, load)
     outputs = json.loads(signature["outputs"])[0]["properties"]
-    assert set(outputs) == {C.USER, C.ITEM, C.RANK, C.SCORE, C.PERSONALISED, C.SEGMENT}
+    assert set(outputs) == {C.USER, C.ITEM, C.RANK, C.SCORE, C.PERSONALISED, C.SEGMENT, "fresh"}
     assert json.loads(signature["params"]) == [{"name": "k", "type": "long", "default": 10, "shape": None}]
     example = json.loads((folder / "serving_input_example.json").read_text())
     assert example["params"] == {"k": 10} and "user_id" in example["inputs"][0]

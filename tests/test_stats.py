@@ -35,3 +35,13 @@ def test_paired_tests():
 def test_holm():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert np.isnan(holm([np.nan, 0.5])[0])
+
+
+def test_a_constant_nonzero_difference_is_certain_and_quiet():
+    import warnings
+
+    a = np.array([0.5, 0.25, 0.75, 0.1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert paired_test(a + 0.1, a, "t") == 0.0  # zero variance: t is infinite
+        assert paired_test(a, a, "t") == 1.0

@@ -250,6 +250,28 @@ def segment(
         _fail(exc)
 
 
+@app.command()
+def replay(
+    experiment: Annotated[
+        Path, typer.Argument(metavar="EXPERIMENT", help="Experiment YAML (its models; a replay: block).")
+    ],
+    overrides: OverrideOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    no_track: NoTrackOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Prequential replay: fit before a global cut, replay later events in order (recommend, then
+    learn), compare update strategies (static, online popularity, fold-in, periodic retrain)."""
+    from personalize.recipe.replay import run_replay
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    try:
+        run_replay(experiment, overrides, track=not no_track, progress=not quiet)
+    except PersonalizeError as exc:
+        _fail(exc)
+
+
 @app.command("sample-events")
 def sample_events(
     out: Annotated[
@@ -430,6 +452,90 @@ def export(
         run_id = run_id or latest_parent_run(experiment)
         export_run(run_id, overrides=overrides, progress=not quiet, echo=typer.echo)
     except PersonalizeError as exc:
+        _fail(exc)
+
+
+stream_app = typer.Typer(
+    no_args_is_help=True,
+    help="The event stream (Redis Streams): publish events, run workers that apply them to the online "
+    "state, run the embedded Redis.",
+)
+app.add_typer(stream_app, name="stream")
+StreamExpOpt = Annotated[
+    Path | None,
+    typer.Option("--experiment", "-e", help="Experiment YAML whose online: (and data: rules) to use."),
+]
+RedisUrlOpt = Annotated[
+    str | None,
+    typer.Option(help="Redis URL (default: online.redis_url, else what `personalize stream server` wrote)."),
+]
+
+
+def _stream_setup(experiment: Path | None, redis_url: str | None):
+    """(store, online config, data config) for the stream commands."""
+    from personalize.config.data import DataConfig
+    from personalize.config.experiment import read_experiment
+    from personalize.config.online import OnlineConfig
+    from personalize.data.stream import open_store, resolve_url
+
+    config = read_experiment(experiment) if experiment else None
+    online = config.online if config else OnlineConfig()
+    data = config.data if config else DataConfig()
+    return open_store(online, resolve_url(online, redis_url)), online, data
+
+
+@stream_app.command("publish")
+def stream_publish(
+    file: Annotated[Path, typer.Argument(help="CSV/Parquet: user_id,item_id,event,timestamp[,event_id].")],
+    rate: Annotated[float | None, typer.Option(help="Events per second (default: no pacing).")] = None,
+    experiment: StreamExpOpt = None,
+    redis_url: RedisUrlOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Add a file's events to the stream (an event without event_id gets one from its fields)."""
+    from personalize.data.stream import describe, publish
+
+    try:
+        store, online, _ = _stream_setup(experiment, redis_url)
+        result = publish(store, file, rate=rate, config=online, progress=not quiet)
+    except PersonalizeError as exc:
+        _fail(exc)
+    typer.echo("\n".join(describe(result)))
+
+
+@stream_app.command("consume")
+def stream_consume(
+    experiment: StreamExpOpt = None,
+    name: Annotated[str | None, typer.Option(help="Consumer name (default: <host>-<pid>).")] = None,
+    redis_url: RedisUrlOpt = None,
+    stop_after: Annotated[int | None, typer.Option(help="Stop after this many entries.")] = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="Stop when drained.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a worker: apply the stream's events to the online state (Ctrl-C stops it)."""
+    from personalize.data.stream import consume, describe
+
+    try:
+        store, online, data = _stream_setup(experiment, redis_url)
+        result = consume(
+            store, name, online, data, stop_after=stop_after, until_idle=until_idle, progress=not quiet
+        )
+    except PersonalizeError as exc:
+        _fail(exc)
+    typer.echo("\n".join(describe(result)))
+
+
+@stream_app.command("server")
+def stream_server(
+    folder: Annotated[Path | None, typer.Option(help="Data folder (default: data/online/redis).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+) -> None:
+    """Run the embedded Redis until Ctrl-C; prints its URL and writes it to data/online/redis.url."""
+    from personalize.data.stream import serve
+
+    try:
+        serve(folder, port, echo=typer.echo)
+    except (PersonalizeError, RuntimeError) as exc:
         _fail(exc)
 
 

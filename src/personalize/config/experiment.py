@@ -20,6 +20,8 @@ from personalize.config.base import StrictModel
 from personalize.config.data import DataConfig
 from personalize.config.evaluation import EvaluationConfig, check_metric
 from personalize.config.model import ModelSpec, format_errors
+from personalize.config.online import OnlineConfig
+from personalize.config.replay import ReplayConfig
 from personalize.config.segments import SegmentsConfig
 from personalize.config.serving import ExportConfig
 from personalize.config.split import SplitConfig
@@ -91,6 +93,10 @@ class ExperimentConfig(StrictModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
+    replay: ReplayConfig = Field(
+        default_factory=ReplayConfig, description="Prequential replay (personalize replay)."
+    )
 
     @model_validator(mode="after")
     def _metrics_are_evaluated(self, info: ValidationInfo) -> ExperimentConfig:

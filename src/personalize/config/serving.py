@@ -9,6 +9,63 @@ from pydantic import Field, field_validator, model_validator
 from personalize.config.base import StrictModel
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class ServedOnlineConfig(StrictModel):
+    """The online store (Redis) the served model reads each request user's recent events from.
+
+    Where the served model finds its store, first match wins: (1) ``online_url`` /
+    ``online_namespace`` in the MLflow ``model_config`` given at load time
+    (``mlflow.pyfunc.load_model(uri, model_config={...})``); (2) the environment variables
+    ``PERSONALIZE_ONLINE_URL`` / ``PERSONALIZE_ONLINE_NAMESPACE`` of the serving process;
+    (3) ``url`` / ``namespace`` here, recorded in the model at export. None of them: no store,
+    the model answers from the exported state alone (every row ``fresh: false``).
+    """
+
+    enabled: bool = Field(
+        default=False,
+        description="Ship the online client with the model: adds redis==<installed version> to its "
+        "requirements and records url / namespace below in the model.",
+    )
+    url: str | None = Field(
+        default=None,
+        description="Redis URL recorded in the model (e.g. redis://host:6379/0); null: none recorded, "
+        "the serving environment gives it (PERSONALIZE_ONLINE_URL or model_config online_url).",
+    )
+    namespace: str = Field(
+        default="personalize", description="Key prefix of the online state (the stream workers' namespace)."
+    )
+    timeout_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=10,
+        description="A request's budget (seconds) per store round trip; late or unreachable: the "
+        "answer comes from the exported state with fresh false.",
+    )
+    cache_ttl_seconds: int = Field(
+        default=300, ge=1, description="Lifetime (seconds) of a cached answer in the store."
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _valid_namespace(cls, value: str) -> str:
+        if not _NAMESPACE.match(value):
+            raise ValueError(f"namespace {value!r}: use letters, digits, '_', '-' or '.' (no ':' or spaces)")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"url {value!r} is not a Redis URL (redis://, rediss:// or unix://)")
+        return value
+
+    @model_validator(mode="after")
+    def _url_needs_enabled(self) -> ServedOnlineConfig:
+        if self.url is not None and not self.enabled:
+            raise ValueError("online.url is set but online.enabled is false: set enabled: true")
+        return self
 
 
 class ExportConfig(StrictModel):
@@ -41,6 +98,10 @@ class ExportConfig(StrictModel):
     default_k: int = Field(default=10, ge=1, description="k of a request that gives none.")
     max_k: int = Field(default=1000, ge=1, description="Largest k a request may ask for.")
     max_rows: int = Field(default=10_000, ge=1, description="Most request rows (users) in one call.")
+    online: ServedOnlineConfig = Field(
+        default_factory=ServedOnlineConfig,
+        description="Online fold-in at request time: the Redis store of events after the fit.",
+    )
 
     @field_validator("registered_model", "alias")
     @classmethod

@@ -35,7 +35,7 @@ def paired_test(
 
     ``t``: paired t-test; ``wilcoxon``: Wilcoxon signed-rank (zero differences dropped);
     ``permutation``: sign-flip permutation test of the mean difference. Pairs with a NaN are
-    dropped. Identical vectors give p = 1.
+    dropped. Identical vectors give p = 1; for the t-test, a constant nonzero difference gives p = 0.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -46,6 +46,8 @@ def paired_test(
     if len(d) < 2 or np.allclose(d, 0):
         return 1.0
     if method == "t":
+        if np.allclose(d, d[0], rtol=1e-9, atol=1e-12):  # every user differs by the same amount:
+            return 0.0  # zero variance, t is infinite (scipy would warn of precision loss)
         return float(stats.ttest_rel(a[keep], b[keep]).pvalue)
     if method == "wilcoxon":
         nz = d[d != 0]

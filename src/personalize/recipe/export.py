@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from personalize.config.online import OnlineConfig
+from personalize.config.serving import ExportConfig
 from personalize.core.errors import ConfigError
 from personalize.recipe.result import ExperimentResult
 from personalize.serving.champion import Candidate, ExportError
@@ -48,7 +50,7 @@ def export_result(
     MLflow run as the parent of the export run)."""
     if result.parent_run_id is None:
         raise ExportError("the experiment was run without tracking (--no-track): nothing to export from")
-    config = result.config.export
+    config = with_online_defaults(result.config.export, result.config.online)
     return export_champion(
         candidates_from_result(result, config.metric),
         result.dataset,
@@ -73,3 +75,20 @@ def export_after_run(
             echo("\nExport skipped: the run was not tracked (--no-track); there is no run to export from.")
         return
     result.extras["export"] = export_result(result, progress=progress, echo=echo)
+
+
+def with_online_defaults(export: ExportConfig, online: OnlineConfig) -> ExportConfig:
+    """``export.online`` with the experiment's ``online:`` block as its defaults: when the model
+    ships the online client and names no store, it records the experiment's Redis URL and
+    namespace (the stream workers' store)."""
+    served = export.online
+    if not served.enabled:
+        return export
+    update = {}
+    if served.url is None and online.redis_url is not None:
+        update["url"] = online.redis_url
+    if "namespace" not in served.model_fields_set:
+        update["namespace"] = online.namespace
+    if not update:
+        return export
+    return export.model_copy(update={"online": served.model_copy(update=update)})

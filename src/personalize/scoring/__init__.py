@@ -8,12 +8,14 @@ exported MLflow model and imported there under another name. Modules:
 - :mod:`.kinds`: the scorer kinds (static, item-item, factors, NeuMF, blend), the context they
   read, and the cold-user fallback rule;
 - :mod:`.ranking`: exact top-k with the protocol's tie-break, masking;
+- :mod:`.foldin`: fold-in contexts (a history plus events after the fit), event weights;
 - :mod:`.serve`: answering requests (``rank_rows``), the served :class:`TopKScorer`;
 - :mod:`.codec`: arrays and scorer trees as files (saved models, exported states);
 - :mod:`.ids`: raw IDs to indices.
 """
 
 from .codec import FORMAT, State, load_arrays, load_state, save_arrays, save_state
+from .foldin import EventRules, added_matrices, fold_context
 from .ids import positions
 from .kinds import (
     KINDS,
@@ -27,6 +29,7 @@ from .kinds import (
     Scorer,
     Segmented,
     Static,
+    als_user_vectors,
     transform,
 )
 from .ranking import block_size, csr_rows, mask, topk
@@ -40,6 +43,7 @@ __all__ = [
     "Blend",
     "Computed",
     "Context",
+    "EventRules",
     "Factors",
     "ItemItem",
     "NeuMF",
@@ -51,8 +55,11 @@ __all__ = [
     "State",
     "Static",
     "TopKScorer",
+    "added_matrices",
+    "als_user_vectors",
     "block_size",
     "csr_rows",
+    "fold_context",
     "frame",
     "load_arrays",
     "load_state",

@@ -31,6 +31,13 @@ itself, and every known user when it ``handles_cold_users``; a blend answers a u
 parts answers. Every other user (cold, or unknown: index -1) gets the popularity scores of the
 :class:`Context`.
 
+Fold-in (:mod:`.foldin`): in a fold-in context the rows are request users whose history was
+updated after the fit, and ``Context.owners`` maps each row to the fitted model's user (-1: a
+user it never saw). Item-item, static and segmented scorers read the updated history (or the
+owner's segment); ``factors`` with a ``fold`` rule solve or recompute the user's vector from
+it; NeuMF and factors without one (BPR, the two-tower) answer a known owner with the vectors
+learned at fit time and give a user they never saw the fallback (``folds_in`` is False).
+
 ``-inf`` marks an item a scorer cannot recommend. Scores are float32.
 """
 
@@ -62,16 +69,40 @@ class Context:
     popularity: np.ndarray
     history: np.ndarray
     exclude: sp.csr_matrix | None = None
+    owners: np.ndarray | None = None
 
     @classmethod
-    def build(cls, seen: sp.spmatrix, popularity: np.ndarray, exclude: sp.spmatrix | None = None) -> Context:
+    def build(
+        cls,
+        seen: sp.spmatrix,
+        popularity: np.ndarray,
+        exclude: sp.spmatrix | None = None,
+        owners: np.ndarray | None = None,
+    ) -> Context:
         seen = sp.csr_matrix(seen)
         return cls(
             seen,
             np.asarray(popularity, dtype=np.float32),
             np.diff(seen.indptr).astype(np.int64),
             None if exclude is None else sp.csr_matrix(exclude),
+            None if owners is None else np.asarray(owners, dtype=np.int64),
         )
+
+    @property
+    def folded(self) -> bool:
+        """True for a fold-in context: its rows are histories updated after the fit, and
+        ``owners`` gives each row's user index in the fitted model (-1: a user it never saw)."""
+        return self.owners is not None
+
+    def owner(self, rows: np.ndarray) -> np.ndarray:
+        """The fitted model's user index of context rows ``rows`` (-1: unknown to it)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.owners is None:
+            return rows
+        out = np.full(len(rows), -1, dtype=np.int64)
+        ok = rows >= 0
+        out[ok] = self.owners[rows[ok]]
+        return out
 
     @property
     def excluded(self) -> sp.csr_matrix:
@@ -91,6 +122,10 @@ class Scorer:
     kind: ClassVar[str] = ""
     exportable: ClassVar[bool] = True
     handles_cold_users: bool = False
+    #: scores an updated history without refitting (the user side is the history itself, or
+    #: is solved from it); a scorer that cannot answers a folded row from what it learned of
+    #: the user at fit time, and a user it never saw gets the fallback
+    folds_in: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -103,10 +138,15 @@ class Scorer:
         """Scores (float32, len(users) x items) of known user indices ``users``."""
         raise NotImplementedError
 
-    def personalised(self, users: np.ndarray, history: np.ndarray) -> np.ndarray:
-        """True where this scorer answers the user itself (see the module doc)."""
+    def personalised(
+        self, users: np.ndarray, history: np.ndarray, owners: np.ndarray | None = None
+    ) -> np.ndarray:
+        """True where this scorer answers the user itself (see the module doc). ``owners``: the
+        fitted model's user index of each row of a fold-in context (:attr:`Context.owners`)."""
         users = np.asarray(users, dtype=np.int64)
         known = users >= 0
+        if owners is not None and not self.folds_in:
+            known &= _owner(users, owners) >= 0
         if self.handles_cold_users:
             return known
         count = np.zeros(len(users), dtype=np.int64)
@@ -117,7 +157,7 @@ class Scorer:
         """Scores with the fallback: the scorer's own where it answers, popularity elsewhere."""
         users = np.asarray(users, dtype=np.int64)
         out = np.empty((len(users), ctx.n_items), dtype=np.float32)
-        mine = self.personalised(users, ctx.history)
+        mine = self.personalised(users, ctx.history, ctx.owners)
         if mine.any():
             out[mine] = self.score(users[mine], ctx)
         if (~mine).any():
@@ -150,6 +190,44 @@ class Scorer:
 
     def check(self, n_users: int, n_items: int, path: str = "scorer") -> None:
         """Raise ValueError when the data do not match the index (before it is shipped)."""
+
+
+def als_user_vectors(
+    items: np.ndarray,
+    history: sp.csr_matrix,
+    regularization: float,
+    alpha: float,
+    gram: np.ndarray | None = None,
+) -> np.ndarray:
+    """Each history row's ALS user vector against fixed item factors Y (implicit's
+    ``recalculate_user``): with confidence c_i = alpha * h_i for the row's items,
+    ``x = (Y'Y + regularization * I + sum_i (c_i - 1) y_i y_i')^-1 sum_i c_i y_i``
+    (a row without items gets the zero vector). float64 throughout."""
+    y = np.asarray(items, dtype=np.float64)
+    f = y.shape[1]
+    base = (y.T @ y if gram is None else gram) + regularization * np.eye(f)
+    if not sp.isspmatrix_csr(history):
+        history = sp.csr_matrix(history)
+    out = np.zeros((history.shape[0], f), dtype=np.float64)
+    for r in range(history.shape[0]):
+        lo, hi = history.indptr[r], history.indptr[r + 1]
+        if hi == lo:
+            continue
+        yi = y[history.indices[lo:hi]]
+        c = alpha * history.data[lo:hi].astype(np.float64)
+        a = base + (yi.T * (c - 1.0)) @ yi
+        out[r] = np.linalg.solve(a, yi.T @ c)
+    return out
+
+
+def _owner(rows: np.ndarray, owners: np.ndarray | None) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.int64)
+    if owners is None:
+        return rows
+    out = np.full(len(rows), -1, dtype=np.int64)
+    ok = rows >= 0
+    out[ok] = owners[rows[ok]]
+    return out
 
 
 def _shape(arrays: dict[str, Any], name: str, kind: str, path: str) -> tuple[int, ...]:
@@ -216,21 +294,80 @@ class ItemItem(Scorer):
 
 @dataclass(kw_only=True)
 class Factors(Scorer):
-    """``users[u] . items[i]``: a dot product of user and item vectors."""
+    """``users[u] . items[i]``: a dot product of user and item vectors.
+
+    ``fold`` says how a user's vector follows from an updated history (fold-in, without
+    refitting the item side): ``"als"``, the user's weighted least-squares problem against the
+    fixed item factors exactly as implicit's ALS solves it (:func:`als_user_vectors`, with the
+    ``regularization`` and ``alpha`` of training); ``"profile"``, the L2-normalised weighted
+    mean of the item vectors of the history (the content model's profile with the history's
+    weights); None: the vectors learned at fit time only (BPR, the two-tower's user tower)."""
 
     kind: ClassVar[str] = "factors"
     users: np.ndarray
     items: np.ndarray
+    fold: str | None = None
+    regularization: float = 0.0
+    alpha: float = 1.0
+
+    @property
+    def folds_in(self) -> bool:  # type: ignore[override]
+        return self.fold is not None
+
+    def user_vectors(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        """The vectors of context rows ``users``: learned ones, or folded in from the rows'
+        histories in a fold-in context (:attr:`Context.folded`)."""
+        if not ctx.folded or self.fold is None:
+            return self.users[ctx.owner(users)]
+        history = csr_rows(ctx.seen, users)
+        if self.fold == "als":
+            return als_user_vectors(self._items64(), history, self.regularization, self.alpha, self._gram())
+        if self.fold == "profile":
+            profile = np.asarray(history @ self._items64())
+            norm = np.linalg.norm(profile, axis=1, keepdims=True)
+            return np.divide(profile, norm, out=np.zeros_like(profile), where=norm > 0)
+        raise ValueError(f"unknown fold-in {self.fold!r}; expected 'als' or 'profile'")
+
+    def _items64(self) -> np.ndarray:
+        """The item vectors as float64 (cached: fold-in solves and scores in float64)."""
+        y = getattr(self, "_items64_cache", None)
+        if y is None or y.shape != self.items.shape:
+            y = np.ascontiguousarray(self.items, dtype=np.float64)
+            object.__setattr__(self, "_items64_cache", y)
+        return y
+
+    def _gram(self) -> np.ndarray:
+        gram = getattr(self, "_gram_cache", None)
+        if gram is None:
+            y = self._items64()
+            gram = y.T @ y
+            object.__setattr__(self, "_gram_cache", gram)
+        return gram
 
     def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
-        return np.asarray(self.users[users] @ self.items.T, dtype=np.float32)
+        vectors = self.user_vectors(users, ctx)
+        items = self._items64() if vectors.dtype == np.float64 else self.items
+        return np.asarray(vectors @ items.T, dtype=np.float32)
 
     def state(self):
-        return {"users": self.users, "items": self.items}, {}
+        params = {}
+        if self.fold is not None:
+            params = {
+                "fold": self.fold,
+                "regularization": float(self.regularization),
+                "alpha": float(self.alpha),
+            }
+        return {"users": self.users, "items": self.items}, params
 
     @classmethod
     def from_state(cls, arrays, params, parts):
-        return cls(users=arrays["users"], items=arrays["items"])
+        return cls(
+            users=arrays["users"],
+            items=arrays["items"],
+            fold=params.get("fold"),
+            regularization=float(params.get("regularization", 0.0)),
+            alpha=float(params.get("alpha", 1.0)),
+        )
 
     def check(self, n_users, n_items, path="scorer"):
         arrays = {"users": self.users, "items": self.items}
@@ -250,6 +387,7 @@ class NeuMF(Scorer):
     """
 
     kind: ClassVar[str] = "neumf"
+    folds_in: ClassVar[bool] = False  # per-user embeddings: a new history needs retraining
     weights: dict[str, Any]
     factors: int
     mlp_embedding: int
@@ -281,7 +419,7 @@ class NeuMF(Scorer):
         m, f = self.mlp_embedding, self.factors
         n_items = item_first.shape[0]
         step = max(1, self.block_elements // max(1, n_items * max(self.mlp_layers)))
-        u_all = torch.as_tensor(np.asarray(users, dtype=np.int64))
+        u_all = torch.as_tensor(ctx.owner(users))
         parts = []
         with torch.no_grad():
             w1, b1 = w["mlp.0.weight"], w["mlp.0.bias"]
@@ -344,11 +482,13 @@ class Blend(Scorer):
     def parts(self) -> list[Scorer]:
         return self.members
 
-    def personalised(self, users: np.ndarray, history: np.ndarray) -> np.ndarray:
+    def personalised(
+        self, users: np.ndarray, history: np.ndarray, owners: np.ndarray | None = None
+    ) -> np.ndarray:
         users = np.asarray(users, dtype=np.int64)
         out = np.zeros(len(users), dtype=bool)
         for part in self.members:
-            out |= part.personalised(users, history)
+            out |= part.personalised(users, history, owners)
         return out
 
     def single(self) -> int | None:
@@ -472,11 +612,13 @@ class Segmented(Scorer):
         out[known] = self.segment[users[known]]
         return out
 
-    def personalised(self, users: np.ndarray, history: np.ndarray) -> np.ndarray:
-        return self.segments_of(users) >= 0
+    def personalised(
+        self, users: np.ndarray, history: np.ndarray, owners: np.ndarray | None = None
+    ) -> np.ndarray:
+        return self.segments_of(_owner(users, owners)) >= 0
 
     def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
-        return np.asarray(self.scores, dtype=np.float32)[self.segments_of(users)]
+        return np.asarray(self.scores, dtype=np.float32)[self.segments_of(ctx.owner(users))]
 
     def state(self):
         return {"scores": self.scores, "segment": self.segment}, {}
@@ -515,19 +657,21 @@ class Routed(Scorer):
         out[known] = self.route[users[known]]
         return out
 
-    def personalised(self, users: np.ndarray, history: np.ndarray) -> np.ndarray:
+    def personalised(
+        self, users: np.ndarray, history: np.ndarray, owners: np.ndarray | None = None
+    ) -> np.ndarray:
         users = np.asarray(users, dtype=np.int64)
-        routes = self.routes_of(users)
+        routes = self.routes_of(_owner(users, owners))
         out = np.zeros(len(users), dtype=bool)
         for i, member in enumerate(self.members):
             rows = routes == i
             if rows.any():
-                out[rows] = member.personalised(users[rows], history)
+                out[rows] = member.personalised(users[rows], history, owners)
         return out
 
     def answer(self, users: np.ndarray, ctx: Context) -> np.ndarray:
         users = np.asarray(users, dtype=np.int64)
-        routes = self.routes_of(users)
+        routes = self.routes_of(ctx.owner(users))
         out = np.empty((len(users), ctx.n_items), dtype=np.float32)
         for i, member in enumerate(self.members):
             rows = routes == i

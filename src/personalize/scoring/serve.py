@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .codec import load_state
+from .foldin import EventRules, added_matrices, fold_context
 from .ids import positions
 from .kinds import Context, Scorer
 from .ranking import topk
@@ -52,7 +53,7 @@ def rank_rows(
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty.astype(np.int32), empty.astype(np.float32), empty.astype(bool)
-    personal = scorer.personalised(users, ctx.history)
+    personal = scorer.personalised(users, ctx.history, ctx.owners)
     seen = ctx.excluded
     k_max = int(ks.max())
     top_items = np.full((n, k_max), -1, dtype=np.int64)
@@ -115,6 +116,7 @@ class TopKScorer:
         self.max_k = int(settings.get("max_k", 1000))
         self.max_rows = int(settings.get("max_rows", 10_000))
         self.info = info or {}
+        self.events = EventRules.from_settings(settings)
         self._item_ids = items.to_numpy()
 
     @classmethod
@@ -146,7 +148,7 @@ class TopKScorer:
 
     def personalised(self, users: np.ndarray) -> np.ndarray:
         """True where the model answers the user itself, False where the fallback does."""
-        return self.root.personalised(np.asarray(users, dtype=np.int64), self.ctx.history)
+        return self.root.personalised(np.asarray(users, dtype=np.int64), self.ctx.history, self.ctx.owners)
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """Scores (float32, users x items) of user indices (-1: unknown), fallback included,
@@ -210,6 +212,7 @@ class TopKScorer:
         exclude_items: list[Any] | None = None,
         exclude_seen: bool = True,
         attributes: list[dict[str, Any] | None] | None = None,
+        recent: list[list[tuple[Any, str | None]] | None] | None = None,
     ) -> pd.DataFrame:
         """Top-k for raw user IDs: rows user_id, item_id, rank, score, personalised (and
         ``segment`` when the state carries segments; missing where the row has none).
@@ -217,10 +220,11 @@ class TopKScorer:
         ``k`` is one value for every row or one per row (``None``: the default k);
         ``exclude_items`` one list of item IDs per row (or ``None``); ``attributes`` one dict of
         age / gender / occupation / zip_code per row (or ``None``): with segments, a cold or
-        unknown user's segment (:mod:`.segments`). Rows come out in request order, ranks 1..k
-        within a row.
+        unknown user's segment (:mod:`.segments`); ``recent`` one list of (item ID, event type)
+        per row (or ``None``): events after the fit, folded in (:mod:`.foldin`). Rows come out
+        in request order, ranks 1..k within a row.
         """
-        columns = self.recommend_columns(user_ids, k, exclude_items, exclude_seen, attributes)
+        columns = self.recommend_columns(user_ids, k, exclude_items, exclude_seen, attributes, recent)
         out = frame(*columns[:5])
         if self.segments is not None:  # -1 (no segment) as missing
             out[SEGMENT] = pd.array(np.where(columns[5] >= 0, columns[5], 0), dtype="Int64")
@@ -234,6 +238,7 @@ class TopKScorer:
         exclude_items: list[Any] | None = None,
         exclude_seen: bool = True,
         attributes: list[dict[str, Any] | None] | None = None,
+        recent: list[list[tuple[Any, str | None]] | None] | None = None,
     ) -> tuple[np.ndarray, ...]:
         """:meth:`recommend` as aligned arrays (user_id, item_id, rank, score, personalised and,
         with segments, segment), without building a DataFrame (the serving path)."""
@@ -251,13 +256,69 @@ class TopKScorer:
             except ValueError as exc:  # an attribute the classifier cannot read
                 raise RequestError(str(exc)) from None
             fallback = (segment, np.asarray(self.segments.scores, dtype=np.float32))
-        rows, items, ranks, scores, personal = rank_rows(
-            self.root, self.ctx, index, ks_arr, exclude, exclude_seen, fallback=fallback
-        )
+        if recent is not None and len(recent) != len(user_ids):
+            raise RequestError(f"got {len(recent)} recent-event lists for {len(user_ids)} rows")
+        folded = [] if recent is None else [r for r, events in enumerate(recent) if events]
+        if not folded:
+            rows, items, ranks, scores, personal = rank_rows(
+                self.root, self.ctx, index, ks_arr, exclude, exclude_seen, fallback=fallback
+            )
+        else:
+            rows, items, ranks, scores, personal = self._rank_folded(
+                index, ks_arr, exclude, exclude_seen, fallback, folded, recent
+            )
         ids = np.empty(len(user_ids), dtype=object)
         ids[:] = user_ids
         out = (ids[rows], self._item_ids[items], ranks, scores, personal)
         return out if fallback is None else (*out, fallback[0][rows])
+
+    def fold(self, index: np.ndarray, recent: list[list[tuple[Any, str | None]]]):
+        """The fold-in context of user indices ``index`` with their recent (item ID, event)
+        lists (items outside the catalogue are skipped: no scorer can use them)."""
+        parts = []
+        for events in recent:
+            ids = [e[0] for e in events]
+            items = self.item_index(ids) if ids else np.zeros(0, dtype=np.int64)
+            weights = np.array([self.events.weight(e[1]) for e in events], dtype=np.float64)
+            excludes = np.array([self.events.excludes(e[1]) for e in events], dtype=bool)
+            ok = items >= 0
+            parts.append((items[ok], weights[ok], excludes[ok]))
+        added, added_exclude = added_matrices(parts, self.n_items)
+        return fold_context(self.ctx, index, added, added_exclude)
+
+    def _rank_folded(self, index, ks, exclude, exclude_seen, fallback, folded, recent):
+        """rank_rows over the rows with recent events (a fold-in context) and the rest (the
+        exported state), merged back in request order."""
+        folded = np.asarray(folded, dtype=np.int64)
+        rest = np.setdiff1d(np.arange(len(index)), folded)
+        out = []
+        if len(rest):
+            sub = None if fallback is None else (fallback[0][rest], fallback[1])
+            r = rank_rows(
+                self.root,
+                self.ctx,
+                index[rest],
+                ks[rest],
+                None if exclude is None else [exclude[i] for i in rest],
+                exclude_seen,
+                fallback=sub,
+            )
+            out.append((rest[r[0]], *r[1:]))
+        ctx = self.fold(index[folded], [recent[i] for i in folded])
+        sub = None if fallback is None else (fallback[0][folded], fallback[1])
+        r = rank_rows(
+            self.root,
+            ctx,
+            np.arange(len(folded)),
+            ks[folded],
+            None if exclude is None else [exclude[i] for i in folded],
+            exclude_seen,
+            fallback=sub,
+        )
+        out.append((folded[r[0]], *r[1:]))
+        merged = [np.concatenate(parts) for parts in zip(*out)]
+        order = np.lexsort((merged[2], merged[0]))
+        return tuple(m[order] for m in merged)
 
 
 def _is_id(value: Any) -> bool:

@@ -18,13 +18,18 @@ rebuilt and checked). :func:`export_champion` tells the story:
 5. **Log** a pyfunc model from code (``recsys_pyfunc.py``) with the scoring package as
    ``code_paths`` and the state as an artifact, its signature (from the request / response
    types), an input example and pinned pip requirements (NumPy, pandas, SciPy, pyarrow,
-   pydantic, + torch for NeuMF) into an ``export`` run nested under the experiment or session
-   run, beside the candidates table and a plot of the selection.
+   pydantic, + torch for NeuMF, + redis with ``export.online.enabled``) and the ``model_config``
+   (:func:`model_config`: ID types, the state hash as the answer cache's model key, the online
+   store) into an ``export`` run nested under the experiment or session run, beside the
+   candidates table and a plot of the selection.
 6. **Register** it under one name and move the ``champion`` alias to it; the promotion (which
    run, metric, value, and the previous champion) is recorded as tags on the model version.
 
 Serving needs only the model folder: ``mlflow.pyfunc.load_model("models:/<name>@champion")`` or
-``mlflow models serve -m models:/<name>@champion --env-manager local``.
+``mlflow models serve -m models:/<name>@champion --env-manager local``. With an online store
+(``PERSONALIZE_ONLINE_URL=redis://...`` in the serving environment, ``model_config={"online_url":
+...}`` at load, or ``export.online.url``) each answer folds in the user's events since the fit
+(``recsys_pyfunc.py``).
 """
 
 from __future__ import annotations
@@ -212,7 +217,7 @@ def export_champion(
             table = candidates_table(candidates, selection, config.metric, confidence)
             say(f"\nExport: {selection.reason(config.metric)}")
             code = ship_code(Path(tmp) / "code")
-            requirements = pip_requirements(final.model.scorer())
+            requirements = pip_requirements(final.model.scorer(), online=config.online.enabled)
             digest = state_hash(final.state, code, config, requirements)
             _log_selection(run, final, config, table, selection, digest, len(candidates))
             steps.update(1)
@@ -276,7 +281,7 @@ def _refit_finalists(
         model = refit_on_all_data(candidate, data)
         seconds = time.perf_counter() - t0
         info = _provenance(candidate, config, dataset, source_run_id, run_id)
-        state = write_state(model, tmp / f"candidate{i}" / "state", config, info, fallback)
+        state = write_state(model, tmp / f"candidate{i}" / "state", config, info, fallback, data.events)
         selection.sizes[candidate.label] = sum(f.stat().st_size for f in state.rglob("*") if f.is_file())
         fitted.append(_Finalist(candidate, model, state, info, seconds))
     champion = min(fitted, key=lambda f: selection.sizes[f.candidate.label] if selection.tied else 0)
@@ -305,10 +310,7 @@ def _log_and_register(
         pip_requirements=requirements,
         metadata={k: v for k, v in final.info.items() if k != "params"},
         params={"model_type": champion.model_type, **flatten(champion.params)},
-        model_config={
-            "user_id_type": id_type(model.index_.users),
-            "item_id_type": id_type(model.index_.items),
-        },
+        model_config=model_config(model, config, common["state_hash"]),
         uri=uri,
     )
     selection = common["selection"]
@@ -346,6 +348,25 @@ def _log_and_register(
         logged_model_uri=logged.model_uri,
         previous=promotion.previous,
     )
+
+
+def model_config(model: Recommender, config: ExportConfig, digest: str) -> dict[str, Any]:
+    """The MLflow ``model_config`` of the exported model: the request ID types, the cache's model
+    key (the state hash), and the online store. ``online_url`` / ``online_namespace`` are always
+    present (null) so that a loader may set them (MLflow overrides only logged keys); what export
+    recorded is under ``export_online_*`` (precedence: :class:`personalize.config.serving.OnlineConfig`)."""
+    online = config.online
+    return {
+        "user_id_type": id_type(model.index_.users),
+        "item_id_type": id_type(model.index_.items),
+        "model_key": digest,
+        "online_url": None,
+        "online_namespace": None,
+        "export_online_url": online.url if online.enabled else None,
+        "export_online_namespace": online.namespace,
+        "online_timeout_seconds": online.timeout_seconds,
+        "online_cache_ttl_seconds": online.cache_ttl_seconds,
+    }
 
 
 def _provenance(

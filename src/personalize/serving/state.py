@@ -23,6 +23,7 @@ from personalize import scoring
 from personalize.config.segments import SegmentsConfig
 from personalize.config.serving import ExportConfig
 from personalize.core import columns as C
+from personalize.data.events import EventPolicy
 from personalize.data.ingest import Dataset
 from personalize.data.matrix import IdIndex, InteractionData
 from personalize.models.base import Recommender
@@ -34,6 +35,7 @@ SCORING_CODE = Path(scoring.__file__).resolve().parent
 MODEL_CODE = Path(__file__).resolve().parent / "standalone" / "recsys_pyfunc.py"
 SHIPPED_NAME = "recsys_scoring"
 SERVING_PACKAGES = ("numpy", "pandas", "scipy", "pyarrow", "pydantic")
+ONLINE_PACKAGE = "redis"  # the online store's client (export.online.enabled)
 
 
 def all_data(dataset: Dataset) -> InteractionData:
@@ -54,9 +56,16 @@ def write_state(
     config: ExportConfig,
     info: dict[str, Any] | None = None,
     segments: scoring.SegmentFallback | None = None,
+    events: EventPolicy | None = None,
 ) -> Path:
     """Write the fitted ``model``'s serving state (its scorer, ID maps, seen items, popularity,
-    and the ``segments`` when given) to ``folder`` with the shipped codec."""
+    the ``segments`` when given, and the event types' weights and exclusion rule, so that
+    events folded in at request time weigh as in training) to ``folder`` with the shipped codec."""
+    settings = {"default_k": config.default_k, "max_k": config.max_k, "max_rows": config.max_rows}
+    if events is not None:
+        settings["events"] = scoring.EventRules(
+            dict(events.weights), frozenset(events.relevant), events.seen
+        ).to_settings()
     return scoring.save_state(
         folder,
         model.scorer(),
@@ -64,7 +73,7 @@ def write_state(
         model.index_.items,
         model.seen_,
         model.popularity_,
-        settings={"default_k": config.default_k, "max_k": config.max_k, "max_rows": config.max_rows},
+        settings=settings,
         info=info,
         exclude=model.exclude_,
         segments=segments,
@@ -95,10 +104,15 @@ def ship_code(folder: Path) -> Path:
     return target
 
 
-def pip_requirements(scorer: scoring.Scorer) -> list[str]:
+def pip_requirements(scorer: scoring.Scorer, online: bool = False) -> list[str]:
     """What the served model imports, pinned to the versions it was exported with (torch only
-    when a NeuMF scorer needs it; never the training stack)."""
-    names = [*SERVING_PACKAGES, *(["torch"] if scorer.uses("neumf") else [])]
+    when a NeuMF scorer needs it; redis, the online store's client, only with ``online``, i.e.
+    ``export.online.enabled``; never the training stack)."""
+    names = [
+        *SERVING_PACKAGES,
+        *(["torch"] if scorer.uses("neumf") else []),
+        *([ONLINE_PACKAGE] if online else []),
+    ]
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in names]
 
 
@@ -127,7 +141,8 @@ def _native(value: Any) -> Any:
 def state_hash(state: Path, code: Path, config: ExportConfig, requirements: list[str]) -> str:
     """What the exported model answers with, as one SHA-256: every state file (the manifest
     without its provenance ``info``), every shipped code file, the serving settings and the
-    pinned requirements. Equal hashes mean the served answers are equal."""
+    pinned requirements (and the online settings when ``export.online.enabled``). Equal hashes mean
+    the served answers are equal (given the same online state)."""
     digest = hashlib.sha256()
     for root, skip_info in ((state, True), (code, False)):
         for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
@@ -138,7 +153,13 @@ def state_hash(state: Path, code: Path, config: ExportConfig, requirements: list
                 manifest.pop("info", None)
                 data = json.dumps(manifest, sort_keys=True).encode()
             digest.update(hashlib.sha256(data).digest())
-    settings = {"default_k": config.default_k, "max_k": config.max_k, "max_rows": config.max_rows}
+    settings: dict[str, Any] = {
+        "default_k": config.default_k,
+        "max_k": config.max_k,
+        "max_rows": config.max_rows,
+    }
+    if config.online.enabled:  # where the model looks for its online state is part of what it answers
+        settings["online"] = config.online.model_dump(mode="json")
     digest.update(json.dumps({"settings": settings, "requirements": requirements}, sort_keys=True).encode())
     digest.update(MODEL_CODE.read_bytes())
     return digest.hexdigest()

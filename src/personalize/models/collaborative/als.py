@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from personalize import scoring
 from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
 from personalize.models.collaborative._implicit import ImplicitMF
@@ -47,3 +48,13 @@ class ALS(ImplicitMF):
     def _epoch_loss(self, callback_args: tuple, data: InteractionData) -> float | None:
         loss = callback_args[2] if len(callback_args) > 2 else None
         return None if loss is None else float(loss)
+
+    def _scorer(self) -> scoring.Factors:
+        c = self.config
+        return scoring.Factors(
+            users=self.user_factors_,
+            items=self.item_factors_,
+            fold="als",
+            regularization=c.regularization,
+            alpha=c.alpha,
+        )

@@ -84,7 +84,7 @@ class ContentBased(Recommender):
         self.__dict__.pop("_vector_index", None)
 
     def _scorer(self) -> scoring.Factors:
-        return scoring.Factors(users=self.user_profiles_, items=self.item_vectors_)
+        return scoring.Factors(users=self.user_profiles_, items=self.item_vectors_, fold="profile")
 
     # ------------------------------------------------------------------ vector search
 

@@ -14,12 +14,55 @@ training data gave them (integers or strings; the model config ``user_id_type`` 
 are rejected by the signature (validated against :class:`RecommendationRequest`), a k out of range
 by the scorer; both answer HTTP 400 when served. Response: one row per recommendation
 ``{"user_id", "item_id", "rank", "score", "personalised", "segment"}`` (``segment``: the row's
-segment when the state carries segments and the row has one, else null).
+segment when the state carries segments and the row has one, else null; ``fresh``: true when the
+user's online state was read for this answer, see below).
+
+**Online fold-in.** With an online store (Redis; :mod:`recsys_scoring.online` holds the key
+layout), each request reads its users' recent events (events after the fit, written by the
+stream workers) and event counts in one pipelined round trip and folds the events in
+(``TopKScorer.recommend(..., recent=...)``): a consumed item leaves the user's list, similar
+items rise, a user the model never saw is personalised from their first event. Where the store
+is found, first match wins:
+
+1. ``online_url`` / ``online_namespace`` of the MLflow ``model_config`` at load time
+   (``mlflow.pyfunc.load_model(uri, model_config={"online_url": "redis://...", ...})``, or the
+   ``MLFLOW_PYFUNC_INFERENCE_CONFIG`` variable that MLflow merges the same way);
+2. the environment variables ``PERSONALIZE_ONLINE_URL`` / ``PERSONALIZE_ONLINE_NAMESPACE`` of the
+   serving process;
+3. ``export.online.url`` / ``export.online.namespace``, recorded at export
+   (``export_online_url`` / ``export_online_namespace`` in the model config).
+
+The namespace is chosen the same way, on its own (default ``personalize``). No URL anywhere:
+no store, every row ``fresh: false``.
+
+The store never fails a request: when it cannot be reached, errors, or does not answer within
+``online_timeout_seconds`` (default 0.05 s, one budget per round trip: the client's socket
+timeout, with the client's retries turned off), the rows come from the exported state alone with
+``fresh: false``. After such a failure the store is left alone for :data:`RETRY_AFTER_SECONDS`
+(requests meanwhile answer from the export without waiting), then the next request tries again;
+the first success turns ``fresh`` back on. The log says when the store fails and when it is back
+(the error's type only: never a user ID or a request).
+
+**Answer cache.** A fresh answer of one request row is stored in Redis under
+``{ns}:cache:{model}:{user_id}:{version}:{request}``: ``model`` is the exported state's hash
+(``model_key``; a new export never reads an older one's answers), ``version`` the user's event
+count read in the same round trip (the user's next event raises it, so their older entries are
+never read again), ``request`` a SHA-256 prefix of the row's effective k, ``exclude_items``
+(as given) and attributes. A hit returns the stored rows (a second round trip, ``MGET``); the
+misses are computed and written back (a third, pipelined ``SET ... EX``). Entries expire after
+``online_cache_ttl_seconds`` (default 300 s): Redis deletes them by TTL, so an entry of an
+outdated version lives at most that long, and an entry of the current version is recomputed at
+most once per TTL. Answers that are not fresh are not cached.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
+import os
+import time
 from typing import Any
 
 import mlflow
@@ -28,9 +71,14 @@ import recsys_scoring
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
+from recsys_scoring.online import OnlineSettings, OnlineStore
 
 _ID_TYPES = {"int": int, "str": str}
 ATTRIBUTES = ("age", "gender", "occupation", "zip_code")
+RETRY_AFTER_SECONDS = 1.0  # after a store failure, requests answer from the export this long
+URL_VARIABLE = "PERSONALIZE_ONLINE_URL"
+NAMESPACE_VARIABLE = "PERSONALIZE_ONLINE_NAMESPACE"
+_log = logging.getLogger("recsys_pyfunc")
 _config = mlflow.models.ModelConfig(development_config={"user_id_type": "int", "item_id_type": "int"})
 UserId = _ID_TYPES[_config.get("user_id_type")]
 ItemId = _ID_TYPES[_config.get("item_id_type")]
@@ -78,13 +126,123 @@ class Recommendation(pydantic.BaseModel):
     score: float
     personalised: bool
     segment: int | None = None
+    fresh: bool = False
+
+
+def online_source(model_config: dict[str, Any] | None, environ: dict[str, str] | None = None):
+    """(URL or None, namespace) of the online store by the precedence of the module doc."""
+    config = model_config or {}
+    environ = os.environ if environ is None else environ
+
+    def first(*values: Any) -> Any:
+        return next((v for v in values if v not in (None, "")), None)
+
+    url = first(config.get("online_url"), environ.get(URL_VARIABLE), config.get("export_online_url"))
+    namespace = first(
+        config.get("online_namespace"),
+        environ.get(NAMESPACE_VARIABLE),
+        config.get("export_online_namespace"),
+        "personalize",
+    )
+    return url, str(namespace)
+
+
+class OnlineLink:
+    """The served model's connection to the online store: opens it lazily, turns a failure into
+    a pause of :data:`RETRY_AFTER_SECONDS` and logs each failure and recovery once."""
+
+    def __init__(self, settings: OnlineSettings, retry_after: float = RETRY_AFTER_SECONDS):
+        self.settings = settings
+        self.retry_after = retry_after
+        self.store: OnlineStore | None = None
+        self.paused_until = 0.0
+        self.failing = False
+
+    def open(self) -> OnlineStore | None:
+        """The store, or None while paused after a failure (or when it cannot be opened)."""
+        if time.monotonic() < self.paused_until:
+            return None
+        if self.store is None:
+            try:
+                store = OnlineStore(self.settings)
+                retry = store.client.get_retry()
+                if retry is not None:  # one try per round trip: the timeout is the request's budget
+                    retry.update_retries(0)
+                    store.client.set_retry(retry)
+            except Exception as exc:  # no client library, a malformed URL: answer from the export
+                self.failed(exc, "open")
+                return None
+            self.store = store
+        return self.store
+
+    def failed(self, exc: BaseException, what: str) -> None:
+        self.paused_until = time.monotonic() + self.retry_after
+        if not self.failing:
+            _log.warning(
+                "online store %s failed (%s); answering from the exported state, retrying in %.1f s",
+                what,
+                type(exc).__name__,
+                self.retry_after,
+            )
+        self.failing = True
+
+    def succeeded(self) -> None:
+        if self.failing:
+            _log.warning("online store reachable again; answers fold in recent events")
+        self.failing = False
+
+
+def request_hash(k: int, exclude_items: list[Any] | None, attributes: dict[str, Any] | None) -> str:
+    """The cache key part of a request row: SHA-256 (16 hex digits) of its effective k, excluded
+    items (as given) and attributes."""
+    text = json.dumps({"k": int(k), "x": exclude_items or [], "a": attributes or {}}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def split_rows(rows: list[Recommendation], users: list[Any]) -> list[list[Recommendation]]:
+    """The scorer's rows (request order, ranks 1, 2, ... within a request row) cut into one list
+    per request row of ``users``."""
+    out, position = [], 0
+    for user in users:
+        start, rank = position, 0
+        while position < len(rows) and rows[position].user_id == user and rows[position].rank > rank:
+            rank = rows[position].rank
+            position += 1
+        out.append(rows[start:position])
+    return out
+
+
+def _model_key(config: dict[str, Any], state: str) -> str:
+    """The exported state's hash (model config ``model_key``), else a hash of the state's files."""
+    if config.get("model_key"):
+        return str(config["model_key"])[:16]
+    digest = hashlib.sha256()
+    for root, _, files in sorted(os.walk(state)):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, state).encode())
+            with open(path, "rb") as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+    return digest.hexdigest()[:16]
 
 
 class TopKRecommender(PythonModel):
-    """Top-K recommendations from the state shipped with the model."""
+    """Top-K recommendations from the state shipped with the model, with the request users'
+    recent events folded in when an online store is configured (module doc)."""
 
     def load_context(self, context) -> None:
         self.scorer = recsys_scoring.TopKScorer.load(context.artifacts["state"])
+        config = dict(getattr(context, "model_config", None) or {})
+        url, namespace = online_source(config)
+        self.model_key = _model_key(config, context.artifacts["state"])
+        self.online: OnlineLink | None = None
+        self.warned_events = False
+        if url is not None:
+            settings = OnlineSettings(url=url, namespace=namespace)
+            timeout, ttl = config.get("online_timeout_seconds"), config.get("online_cache_ttl_seconds")
+            settings.timeout_seconds = float(timeout or settings.timeout_seconds)
+            settings.cache_ttl_seconds = int(ttl or settings.cache_ttl_seconds)
+            self.online = OnlineLink(settings)
 
     def predict(
         self,
@@ -93,17 +251,78 @@ class TopKRecommender(PythonModel):
         params: dict[str, Any] | None = None,
     ) -> list[Recommendation]:
         default_k = (params or {}).get("k")
-        ks = [row.k if row.k is not None else default_k for row in model_input]
+        users = [row.user_id for row in model_input]
+        excludes = [row.exclude_items for row in model_input]
         attributes = [
             {name: getattr(row, name) for name in ATTRIBUTES if getattr(row, name) is not None} or None
             for row in model_input
         ]
+        try:  # a malformed request is the caller's error, whatever the store says
+            _, ks, _ = self.scorer.check_request(
+                users, [row.k if row.k is not None else default_k for row in model_input], excludes
+            )
+        except recsys_scoring.RequestError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        store = self.online.open() if self.online is not None else None
+        if store is None:
+            return self._answer(users, ks, excludes, attributes, None, fresh=False)
+        try:
+            recent, versions = store.recent(users)
+            keys = [
+                store.cache_key(self.model_key, u, v, request_hash(k, x, a))
+                for u, v, k, x, a in zip(users, versions, ks.tolist(), excludes, attributes)
+            ]
+            hits = store.cached(keys)
+        except Exception as exc:  # unreachable, late or erroring store: answer from the export
+            self.online.failed(exc, "read")
+            return self._answer(users, ks, excludes, attributes, None, fresh=False)
+        self.online.succeeded()
+        missing = [i for i, hit in enumerate(hits) if hit is None]
+        answers: dict[int, list[Recommendation]] = {
+            i: [Recommendation.model_construct(**r) for r in json.loads(hit)]
+            for i, hit in enumerate(hits)
+            if hit is not None
+        }
+        if missing:
+            try:
+                rows = self._answer(
+                    [users[i] for i in missing],
+                    ks[missing],
+                    [excludes[i] for i in missing],
+                    [attributes[i] for i in missing],
+                    [recent[i] for i in missing],
+                    fresh=True,
+                )
+            except ValueError:  # an event the model cannot weigh (a type it was not trained with)
+                if not self.warned_events:
+                    _log.warning(
+                        "an online event has a type the model was not trained with; such "
+                        "requests answer from the exported state (fresh false)"
+                    )
+                    self.warned_events = True
+                return self._answer(users, ks, excludes, attributes, None, fresh=False)
+            per_row = split_rows(rows, [users[i] for i in missing])
+            answers.update(zip(missing, per_row))
+            if all(per_row):  # a row left empty by its exclusions would make the split ambiguous
+                entries = {
+                    keys[i]: json.dumps([r.model_dump(mode="json") for r in g])
+                    for i, g in zip(missing, per_row)
+                }
+                try:
+                    store.cache(entries)
+                except Exception as exc:  # the answer is fresh; only its caching failed
+                    self.online.failed(exc, "cache write")
+        return [r for i in range(len(users)) for r in answers[i]]
+
+    def _answer(self, users, ks, excludes, attributes, recent, fresh: bool) -> list[Recommendation]:
+        """Rows from the scorer (with ``recent`` folded in when given), in request order."""
         try:
             columns = self.scorer.recommend_columns(
-                [row.user_id for row in model_input],
-                k=ks,
-                exclude_items=[row.exclude_items for row in model_input],
+                users,
+                k=list(ks.tolist()),
+                exclude_items=excludes,
                 attributes=attributes if any(attributes) else None,
+                recent=recent,
             )
         except recsys_scoring.RequestError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
@@ -111,7 +330,13 @@ class TopKRecommender(PythonModel):
         segments = segments or [None] * len(columns[0])
         return [
             Recommendation.model_construct(
-                user_id=user, item_id=item, rank=rank, score=score, personalised=personal, segment=segment
+                user_id=user,
+                item_id=item,
+                rank=rank,
+                score=score,
+                personalised=personal,
+                segment=segment,
+                fresh=fresh,
             )
             for user, item, rank, score, personal, segment in zip(
                 *(c.tolist() for c in columns[:5]), segments
