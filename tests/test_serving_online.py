@@ -5,11 +5,8 @@ cached per user version, and a store that is down, slow or back never fails a re
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,7 +20,7 @@ from personalize.config.serving import ExportConfig, ServedOnlineConfig
 from personalize.scoring.online import OnlineSettings, OnlineStore
 from personalize.serving import Candidate, export_champion
 from personalize.serving.state import pip_requirements
-from test_serving_server import STARTUP_DEADLINE_S, _free_port
+from servers import model_server
 
 NAME = "online-recommender"
 NEW_USER = 987_654_321  # a user the model never saw
@@ -255,23 +252,8 @@ def test_online_export_pins_the_redis_client_and_records_no_url_by_default(champ
 
 def test_both_rest_workers_reflect_an_event_within_one_request(champion, redis_server, tmp_path):
     uri, result = champion
-    port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": uri,
-        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
-        "PERSONALIZE_ONLINE_URL": redis_server.url,
-        "PERSONALIZE_ONLINE_NAMESPACE": "rest",
-    }
-    cmd = [
-        str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", result.logged_model_uri,
-        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-    ]  # fmt: skip
-    log = tmp_path / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    env = {"PERSONALIZE_ONLINE_URL": redis_server.url, "PERSONALIZE_ONLINE_NAMESPACE": "rest"}
+    server = model_server(result.logged_model_uri, uri, tmp_path / "server.log", workers=2, env=env)
     user = _known_user(result)
 
     def ask() -> list[dict]:
@@ -285,19 +267,7 @@ def test_both_rest_workers_reflect_an_event_within_one_request(champion, redis_s
         assert response.status_code == 200, response.text
         return response.json()["predictions"]
 
-    try:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after {STARTUP_DEADLINE_S} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with server as base:
         before = [ask() for _ in range(6)]
         assert all(b == before[0] and all(r["fresh"] for r in b) for b in before)
         consumed = before[0][0]["item_id"]
@@ -306,15 +276,6 @@ def test_both_rest_workers_reflect_an_event_within_one_request(champion, redis_s
         for _ in range(8):
             rows = ask()
             assert consumed not in [r["item_id"] for r in rows] and all(r["fresh"] for r in rows)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
 
 
 def test_the_experiments_online_block_is_the_exported_models_default_store():

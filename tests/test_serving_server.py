@@ -3,14 +3,8 @@ malformed requests with HTTP 400 and a clear message, and keeps serving."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -20,16 +14,10 @@ import requests
 from personalize.config.serving import ExportConfig
 from personalize.serving import Candidate, export_champion
 from personalize.serving.export import EXAMPLE_REQUEST
+from servers import model_server
 
 ROOT = Path(__file__).parents[1]
 NAME = "served-recommender"
-STARTUP_DEADLINE_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,51 +41,9 @@ def champion(tmp_path_factory, _mlflow_template, ml100k_small):
 def server(champion, tmp_path_factory):
     """The scoring server on a free port; the whole process group is stopped at the end."""
     uri, _ = champion
-    port = _free_port()
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
-    bin_dir = str(Path(sys.executable).parent)  # mlflow execs uvicorn from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
-    cmd = [
-        str(Path(bin_dir) / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        f"models:/{NAME}@champion",
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after {STARTUP_DEADLINE_S} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with model_server(f"models:/{NAME}@champion", uri, log) as base:
         yield base
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
 
 
 def _post(base: str, body) -> requests.Response:
