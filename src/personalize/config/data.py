@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from personalize.config.base import StrictModel
+from personalize.config.privacy import PrivacyConfig
 from personalize.core import columns as C
 
 TableFormat = Literal["csv", "tsv", "parquet", "recbole"]
@@ -183,6 +184,10 @@ class DataConfig(StrictModel):
         description="Rows with the same source, event, user, item and timestamp but different values: "
         "quarantine all of them, or keep the highest value (the others quarantined). Either rule "
         "ignores the order of the rows.",
+    )
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig,
+        description="Pseudonyms, the suppression list, consent, quasi-identifiers (personal data).",
     )
     merge_duplicate_items: bool | Path = Field(
         default=False,
