@@ -170,7 +170,7 @@ def test_the_logged_model_is_self_contained(exported, in_store):
     assert (config["user_id_type"], config["item_id_type"]) == ("int", "int")  # ML-100K IDs are integers
     assert config["online_url"] is None  # no online store unless configured (export, environment, load)
     outputs = json.loads(signature["outputs"])[0]["properties"]
-    assert set(outputs) == {C.USER, C.ITEM, C.RANK, C.SCORE, C.PERSONALISED, C.SEGMENT, "fresh"}
+    assert set(outputs) == {C.USER, C.ITEM, C.RANK, C.SCORE, C.PERSONALISED, C.SEGMENT, "fresh", "consent"}
     assert json.loads(signature["params"]) == [{"name": "k", "type": "long", "default": 10, "shape": None}]
     example = json.loads((folder / "serving_input_example.json").read_text())
     assert example["params"] == {"k": 10} and "user_id" in example["inputs"][0]

@@ -539,5 +539,115 @@ def stream_server(
         _fail(exc)
 
 
+privacy_app = typer.Typer(
+    no_args_is_help=True,
+    help="Records of the processing of personal data: the record of processing and the notice to end users.",
+)
+app.add_typer(privacy_app, name="privacy")
+
+
+@privacy_app.command("record")
+def privacy_record(
+    experiment: Annotated[
+        Path, typer.Argument(metavar="EXPERIMENT", help="Experiment YAML file (see experiments/).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for record.md and notice.md (default: privacy/<name>/).")
+    ] = None,
+    overrides: OverrideOpt = None,
+) -> None:
+    """Write the record of processing (data categories, purposes, legal basis, retention, keys by
+    name, where copies live and how each is erased) and the plain-language notice, from the config."""
+    from personalize.privacy.record import write_experiment_records
+
+    try:
+        record, notice = write_experiment_records(experiment, out, overrides)
+    except PersonalizeError as exc:
+        _fail(exc)
+    typer.echo(f"Record of processing: {record}\nNotice to end users: {notice}")
+
+
+subject_app = typer.Typer(
+    no_args_is_help=True,
+    help="Data-subject rights: what the lab holds about a user (access), and erasing them (forget).",
+)
+app.add_typer(subject_app, name="subject")
+SubjectExpOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--experiment",
+        "-e",
+        help="Experiment YAML whose data: (privacy), online: and tracking: settings to use.",
+    ),
+]
+SubjectUserArg = Annotated[
+    str, typer.Argument(metavar="USER", help="The user's raw ID (as in the raw files).")
+]
+
+
+def _subject_setup(user: str, experiment: Path | None, tracking_uri: str | None):
+    """(subject, data config, online config, tracking URI) for the subject commands."""
+    from personalize.config.data import DataConfig
+    from personalize.config.online import OnlineConfig
+    from personalize.privacy.subject import identify
+    from personalize.recipe import load_experiment
+
+    config = load_experiment(experiment) if experiment else None
+    data = config.data if config else DataConfig()
+    online = config.online if config else OnlineConfig()
+    uri = tracking_uri or (config.tracking.uri if config and config.tracking.uri else None)
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+    return identify(user, data), data, online, uri
+
+
+@subject_app.command("access")
+def subject_access(
+    user: SubjectUserArg,
+    experiment: SubjectExpOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="JSON file to write (default: subject-access-<time>.json here).")
+    ] = None,
+    redis_url: RedisUrlOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Write everything the lab holds about USER (events, profile, consent history, segment, online
+    state, the runs and registered models that used their data) as one JSON file."""
+    from personalize.privacy.subject import access, write_access
+
+    try:
+        subject, data, online, uri = _subject_setup(user, experiment, tracking_uri)
+        path = write_access(access(subject, data, online=online, redis_url=redis_url, uri=uri), out)
+    except PersonalizeError as exc:
+        _fail(exc)
+    typer.echo(f"Wrote {path}")
+
+
+@subject_app.command("forget")
+def subject_forget(
+    user: SubjectUserArg,
+    experiment: SubjectExpOpt = None,
+    redis_url: RedisUrlOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Erase USER: suppress them in every later ingestion, remove them from derived data, the online
+    state and streams, re-export the champion without them, rewrite past runs' per-user artifacts,
+    and record it in the erasure log (raw files stay as they are)."""
+    from personalize.privacy.erasure import forget
+
+    try:
+        subject, data, online, uri = _subject_setup(user, experiment, tracking_uri)
+        result = forget(subject, data, online=online, redis_url=redis_url, uri=uri, echo=typer.echo)
+    except PersonalizeError as exc:
+        _fail(exc)
+    if result.left:
+        typer.secho(
+            "warning: some copies could not be erased (listed above)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        raise typer.Exit(code=1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from personalize.config.audit import AuditConfig
 from personalize.config.base import StrictModel
@@ -203,6 +211,10 @@ def describe_keys(model: type[StrictModel], indent: int = 0) -> list[str]:
             out += describe_keys(sub, indent + 1)
         else:
             default = "required" if field.is_required() else field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json")
+            elif default != "required":
+                default = TypeAdapter(Any).dump_python(default, mode="json")  # paths as strings
             text = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
             out.append(f"{pad}{name}: {text if default != 'required' else '<required>'}")
     return out

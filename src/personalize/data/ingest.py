@@ -1,13 +1,33 @@
-"""One ingestion path for every dataset: read (in chunks) -> parse -> validate -> reconcile IDs
-across sources -> check IDs across tables -> de-duplicate and resolve conflicts -> accepted
-tables + quarantine -> (merge duplicate items) -> fingerprint -> data/processed/.
+"""One ingestion path for every dataset: read (in chunks) -> parse -> validate -> suppress
+listed users -> reconcile IDs across sources -> pseudonymise user IDs -> check IDs across
+tables -> de-duplicate and resolve conflicts -> accepted tables + quarantine -> (merge duplicate
+items) -> coarsen quasi-identifiers -> (sample users) -> consent -> fingerprint -> data/processed/.
 
-Raw inputs are never modified. Every input row is either accepted or quarantined with its
-reasons, and ``accepted + quarantined == input rows`` for every table (checked here, so that a
-bug cannot drop data silently). Only :class:`~personalize.core.errors.DataError` escapes: a file
+Raw inputs are never modified. Every input row is accepted, quarantined with its reasons, or
+suppressed (its user is on the suppression list), and ``accepted + quarantined + suppressed ==
+input rows`` for every table (checked here, so that a bug cannot drop data silently).
+
+Only :class:`~personalize.core.errors.DataError` escapes: a file
 that cannot be read at all, or a table with no valid row, named with the file (and the column or
 byte offset where that applies); anything wrong with a row quarantines that row. Rows that could
 not be parsed into fields keep their raw line, in the quarantine's one ``raw`` column.
+
+Personal data (``data.privacy``, :mod:`personalize.data.privacy`):
+
+- **Suppression**: rows of users on the suppression list leave every table before any check, so
+  nothing about them reaches the accepted tables, the quarantine or the reports; a malformed
+  line is suppressed when any of its fields (split at the delimiter, canonicalised as IDs are)
+  is a listed ID. Only the count is reported (``suppressed``).
+- **Pseudonyms** (``pseudonymise: true``; the key is loaded before any file is read, a
+  ConfigError when none is set): once IDs are canonical, every user ID becomes its pseudonym in
+  the parsed and the raw values, so the checks, the quarantine (parsed values, details) and the
+  ID report only ever see pseudonyms. A malformed line keeps its text with the user field
+  (located by the delimiter and the column's position in the header) replaced by the pseudonym;
+  it is redacted whole (:data:`REDACTED`) when the field cannot be located with certainty: the
+  line spans several lines, has fewer fields than that position, holds a quote before or in it,
+  or holds another field equal to a known user ID.
+- **Quasi-identifiers** (:mod:`personalize.data.quasi`): the users table is coarsened by
+  ``coarsen`` and the report gives k-anonymity before and after.
 
 (One module: the steps share the per-table bookkeeping that proves every row is accounted for.)
 """
@@ -17,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +50,8 @@ from personalize.core.errors import DataError
 from personalize.core.paths import processed_dir
 from personalize.data.events import EventPolicy
 from personalize.data.movielens import movielens_100k_config
+from personalize.data.privacy import Pseudonymiser, SuppressionList, load_key
+from personalize.data.quasi import coarsen, k_report
 from personalize.data.readers import ROW, read_table
 from personalize.data.validate import (
     LIST_ATTRIBUTES,
@@ -50,6 +73,7 @@ from personalize.data.validate import (
 RAW = "raw"  # the raw line of a row that could not be parsed into fields
 QUARANTINE_COLUMNS = [C.Q_TABLE, C.Q_SOURCE, C.Q_ROW, C.Q_REASON, "detail", C.Q_VALUES, RAW]
 SRC = "_source"  # which source an interaction came from (while ingesting)
+REDACTED = "[redacted: user ID field not located]"  # a malformed line whose user field is uncertain
 
 
 @dataclass
@@ -99,13 +123,28 @@ class IngestReport:
     tables: dict[str, TableReport] = field(default_factory=dict)
     ids: IdReport = field(default_factory=IdReport)
     merges: dict = field(default_factory=dict)  # what data.merge_duplicate_items changed (JSON-able)
+    pseudonymised: bool = False  # user IDs everywhere are pseudonyms (data.privacy.pseudonymise)
+    k_anonymity: dict = field(default_factory=dict)  # personalize.data.quasi.k_report of the users table
 
     def to_dict(self) -> dict:
         return {role: rep.to_dict() for role, rep in self.tables.items()}
 
+    def k_text(self) -> str:
+        """k-anonymity in one phrase: ``k 1 -> 34 over age, gender (target 5: met)``."""
+        k = self.k_anonymity
+        if not k:
+            return "-"
+        target = (
+            "" if k["k_target"] is None else f" (target {k['k_target']}: {'met' if k['met'] else 'not met'})"
+        )
+        over = ", ".join(k["quasi_identifiers"]) or "no quasi-identifier"
+        return f"k {k['before']} -> {k['after']} over {over}{target}"
+
     def summary(self) -> pd.DataFrame:
-        """One row per table: input rows, accepted, quarantined, and the reasons."""
+        """One row per table: input rows, accepted, quarantined, suppressed, no consent, the
+        reasons, and (on the users table's row, else the first) k-anonymity."""
         rows = []
+        k_row = "users" if "users" in self.tables else next(iter(self.tables), None)
         for role, rep in self.tables.items():
             rows.append(
                 {
@@ -113,9 +152,12 @@ class IngestReport:
                     "input_rows": rep.input_rows,
                     "accepted": rep.accepted,
                     "quarantined": rep.quarantined,
+                    "suppressed": rep.suppressed,
+                    "no_consent": rep.no_consent,
                     "sampled_out": rep.sampled_out,
                     "reasons": ", ".join(f"{k} ({v})" for k, v in rep.reasons.most_common()) or "-",
                     "values_set_missing": ", ".join(f"{k} ({v})" for k, v in rep.nulled.items()) or "-",
+                    "k_anonymity": self.k_text() if role == k_row else "-",
                 }
             )
         return pd.DataFrame(rows)
@@ -140,6 +182,7 @@ class Dataset:
     fingerprint: str
     processed_path: Path | None = None
     events: EventPolicy | None = None  # event types' weights and relevance (None: one kind)
+    consent: pd.DataFrame | None = None  # latest consent per (user, purpose); None: no consent table
 
     def describe(self) -> dict[str, float]:
         n_users = self.interactions[C.USER].nunique()
@@ -170,6 +213,7 @@ class _Table:
     input_rows: int
     source: TableSource
     nulled: Counter = field(default_factory=Counter)
+    suppressed: int = 0  # rows (malformed lines included) of users on the suppression list
 
 
 # ---------------------------------------------------------------------------------- ingest
@@ -177,8 +221,11 @@ class _Table:
 
 def ingest(config: DataConfig) -> Dataset:
     """Ingest the tables ``config`` names (or MovieLens-100K) into a validated :class:`Dataset`."""
+    privacy = config.privacy
     if config.source == "movielens-100k":
-        config = movielens_100k_config(config)
+        config = movielens_100k_config(config).model_copy(update={"privacy": privacy})
+    pseudonymiser = Pseudonymiser(load_key(privacy.key, "pseudonymisation")) if privacy.pseudonymise else None
+    suppression = SuppressionList.load(privacy.suppression, privacy.suppression_key)
     sources = config.sources
     name = config.name or sources[0].path.stem
     now = now_utc()
@@ -194,8 +241,15 @@ def ingest(config: DataConfig) -> Dataset:
         for src in sources
     ]
 
+    with_users = [t for t in [*entities.values(), *events] if t.role != "items"]
+    for table in with_users:
+        _suppress(table, suppression)
     ids = IdReport()
-    _reconcile_ids(entities, events, ids)
+    _reconcile_ids(entities, events, ids, pseudonymiser)
+    if pseudonymiser is not None:
+        known = set().union(*(set(t.frame[C.USER].dropna().tolist()) for t in with_users))
+        for table in with_users:
+            _pseudonymise(table, pseudonymiser, known)
     for role, table in entities.items():
         _check_entities(table, C.USER if role == "users" else C.ITEM)
     frame = pd.concat([t.frame.assign(**{SRC: i}) for i, t in enumerate(events)], ignore_index=True)
@@ -207,7 +261,7 @@ def ingest(config: DataConfig) -> Dataset:
         columns = [c for c in frame.columns if c not in (ROW, SRC)]
         _mark_exact_duplicates(frame, issues, ~issues.bad(), columns, [t.label for t in events])
 
-    report = IngestReport(ids=ids)
+    report = IngestReport(ids=ids, pseudonymised=pseudonymiser is not None)
     quarantined = []
     accepted: dict[str, pd.DataFrame] = {}
     for table in entities.values():
@@ -239,12 +293,33 @@ def ingest(config: DataConfig) -> Dataset:
         from personalize.data.resolution import apply_item_merges
 
         interactions, items = apply_item_merges(interactions, items, config.merge_duplicate_items, report)
+    as_read = users
+    users = coarsen(users, privacy.coarsen)
     if config.sample_users is not None:
         interactions, users = _sample_users(interactions, users, config.sample_users, report)
+    from personalize.data.consent import apply_consent
+
+    def pseudonymise(values: Sequence[str]) -> list[str]:
+        return pseudonymiser.many(values) if pseudonymiser is not None else list(values)
+
+    interactions, users, consent = apply_consent(interactions, users, config, report, pseudonymise)
+    report.k_anonymity = k_report(
+        as_read[as_read[C.USER].isin(users[C.USER])], users, privacy.quasi_identifiers, privacy.k_target
+    )
     quarantine = pd.concat(quarantined, ignore_index=True) if quarantined else _empty_quarantine()
     fingerprint = fingerprint_tables(interactions, users, items)
     events_policy = EventPolicy.build(config, interactions)
-    dataset = Dataset(name, interactions, users, items, quarantine, report, fingerprint, events=events_policy)
+    dataset = Dataset(
+        name,
+        interactions,
+        users,
+        items,
+        quarantine,
+        report,
+        fingerprint,
+        events=events_policy,
+        consent=consent,
+    )
     if config.write_processed:
         dataset = write_processed(dataset)
     return dataset
@@ -367,12 +442,18 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 # ------------------------------------------------------------------- IDs across tables
 
 
-def _reconcile_ids(entities: dict[str, _Table], events: list[_Table], report: IdReport) -> None:
+def _reconcile_ids(
+    entities: dict[str, _Table],
+    events: list[_Table],
+    report: IdReport,
+    pseudonymiser: Pseudonymiser | None = None,
+) -> None:
     """Record which IDs were written several ways (``' 7'``, ``'007'``, ``7``) and became one.
 
     The rule (:func:`personalize.data.validate.canonical_ids`): surrounding spaces are dropped
     and a decimal integer is written without leading zeros; the raw spellings are compared here,
-    across every table and source."""
+    across every table and source. With ``pseudonymiser``, a user's group is recorded as its
+    pseudonym and the number of other spellings (the spellings are the ID)."""
     for key, role in ((C.USER, "users"), (C.ITEM, "items")):
         spellings: dict[str, set[str]] = {}
         tables = [t for t in events] + ([entities[role]] if role in entities else [])
@@ -389,7 +470,100 @@ def _reconcile_ids(entities: dict[str, _Table], events: list[_Table], report: Id
                 for c in canon[canon.isin(list(spellings))].unique():
                     spellings[c].add(c)
         groups = [sorted(v) for _, v in sorted(spellings.items()) if len(v) > 1]
+        if key == C.USER and pseudonymiser is not None:
+            groups = sorted(
+                [pseudonymiser(c), f"{len(v) - 1} other spelling(s)"]
+                for c, v in spellings.items()
+                if len(v) > 1
+            )
         report.merged_spellings[key.removesuffix("_id")] = groups
+
+
+# --------------------------------------------------------------------- personal data
+
+
+def _separator(source: TableSource) -> str:
+    """The field delimiter of a text source (as the reader splits it)."""
+    return source.separator or {"csv": ",", "tsv": "\t", "recbole": "\t"}.get(source.resolved_format(), ",")
+
+
+def _canonical_token(token: str) -> str:
+    """A field of a malformed line as an ID (:func:`personalize.data.validate.canonical_ids`):
+    spaces and surrounding quotes dropped, a decimal integer without sign of plus or leading
+    zeros."""
+    text = token.strip().strip('"').strip()
+    body = text.lstrip("+")
+    sign = "-" if body.startswith("-") else ""
+    digits = body.lstrip("-")
+    if digits.isdigit() and digits.isascii():
+        digits = digits.lstrip("0") or "0"
+        return digits if digits == "0" else sign + digits
+    return text
+
+
+def _suppress(table: _Table, suppression: SuppressionList) -> None:
+    """Drop the rows of users on ``suppression`` from the table (parsed and raw values, issues,
+    malformed lines with any field equal to a listed ID) and count them."""
+    if not len(suppression):
+        return
+    ids = table.frame[C.USER]
+    unique = ids.dropna().unique().tolist()
+    listed = {u for u, hit in zip(unique, suppression.mask(unique), strict=True) if hit}
+    drop = ids.isin(listed).to_numpy(dtype=bool)
+    if drop.any():
+        keep = np.flatnonzero(~drop)
+        table.frame = table.frame.iloc[keep].reset_index(drop=True)
+        table.raw = table.raw.iloc[keep].reset_index(drop=True)
+        table.issues = table.issues.take(keep)
+    sep = _separator(table.source)
+    kept = []
+    for bad in table.malformed:
+        tokens = [_canonical_token(t) for t in bad.raw.replace("\r", "\n").replace("\n", sep).split(sep)]
+        tokens = [t for t in dict.fromkeys(tokens) if t]
+        if any(suppression.mask(tokens)):
+            continue
+        kept.append(bad)
+    table.suppressed = int(drop.sum()) + len(table.malformed) - len(kept)
+    table.malformed = kept
+
+
+def _pseudonymise(table: _Table, pseudonymiser: Pseudonymiser, known: set[str]) -> None:
+    """Replace the table's user IDs by their pseudonyms: the parsed (canonical) IDs, the raw
+    values of rows with an ID, and the user field of malformed lines (module doc; ``known``:
+    every canonical user ID of the tables, to find lines where the field is uncertain)."""
+    ids = table.frame[C.USER]
+    unique = ids.dropna().unique().tolist()
+    mapping = dict(zip(unique, pseudonymiser.many(unique), strict=True))
+    pseudonyms = ids.map(mapping).astype("string")
+    table.frame[C.USER] = pseudonyms
+    raw = table.raw[C.USER].astype("string")
+    table.raw[C.USER] = pseudonyms.where(ids.notna(), raw)
+    if table.malformed:
+        sep = _separator(table.source)
+        position = [c for c in table.raw.columns if c != ROW].index(C.USER)
+        for bad in table.malformed:
+            bad.raw = _pseudonymise_line(bad.raw, sep, position, pseudonymiser, known)
+
+
+def _pseudonymise_line(
+    line: str, sep: str, position: int, pseudonymiser: Pseudonymiser, known: set[str]
+) -> str:
+    """The malformed ``line`` with its user field (field ``position`` when split at ``sep``)
+    replaced by the pseudonym, or :data:`REDACTED` when the field cannot be located with
+    certainty (module doc). An empty line stays empty."""
+    if not line:
+        return line
+    if "\n" in line or "\r" in line:
+        return REDACTED
+    fields = line.split(sep)
+    if len(fields) <= position or any('"' in f for f in fields[: position + 1]):
+        return REDACTED
+    if any(_canonical_token(f) in known for i, f in enumerate(fields) if i != position):
+        return REDACTED
+    value = _canonical_token(fields[position])
+    if value:
+        fields[position] = pseudonymiser(value)
+    return sep.join(fields)
 
 
 def _check_entities(table: _Table, key: str) -> None:
@@ -537,11 +711,12 @@ def _account(table: _Table, issues: Issues, report: IngestReport) -> pd.DataFram
     rep.nulled.update(table.nulled)
     rep.quarantined = len(q)
     rep.accepted = int((~issues.bad()).sum())
+    rep.suppressed = table.suppressed
     for reason in q[C.Q_REASON]:
         for kind in reason.split("; "):
             rep.reasons[kind] += 1
-    if rep.accepted + rep.quarantined != rep.input_rows:  # pragma: no cover - invariant
-        raise AssertionError(f"{table.key}: accepted + quarantined != input rows")
+    if rep.accepted + rep.quarantined + rep.suppressed != rep.input_rows:  # pragma: no cover - invariant
+        raise AssertionError(f"{table.key}: accepted + quarantined + suppressed != input rows")
     if rep.accepted == 0 and table.role != "interactions":
         raise DataError(
             f"{table.role} file {table.label}: no row passed validation "
@@ -655,13 +830,16 @@ def fingerprint_tables(*tables: pd.DataFrame) -> str:
 
 
 def write_processed(dataset: Dataset, root: Path | None = None) -> Dataset:
-    """Write the validated tables, the quarantine and the report as Parquet/JSON."""
+    """Write the validated tables, the quarantine, the consent table (when there is one) and the
+    report as Parquet/JSON."""
     out = (root or processed_dir()) / dataset.name
     out.mkdir(parents=True, exist_ok=True)
     dataset.interactions.to_parquet(out / "interactions.parquet", index=False)
     dataset.users.to_parquet(out / "users.parquet", index=False)
     dataset.items.to_parquet(out / "items.parquet", index=False)
     dataset.quarantine.astype({C.Q_ROW: "int64"}).to_parquet(out / "quarantine.parquet", index=False)
+    if dataset.consent is not None:
+        dataset.consent.to_parquet(out / "consent.parquet", index=False)
     (out / "report.json").write_text(
         json.dumps(
             {
@@ -670,6 +848,8 @@ def write_processed(dataset: Dataset, root: Path | None = None) -> Dataset:
                 "tables": dataset.report.to_dict(),
                 "ids": dataset.report.ids.to_dict(),
                 "merges": dataset.report.merges,
+                "pseudonymised": dataset.report.pseudonymised,
+                "k_anonymity": dataset.report.k_anonymity,
             },
             indent=2,
             default=str,

@@ -13,6 +13,16 @@ sent in pipelined chunks, paced to ``rate`` events/s when given. The stream is c
 stream's length is the backlog, and publishing refuses (:class:`StreamError`) to add entries that
 would push the backlog past the cap instead of letting the cap delete unconsumed events.
 
+**Consent records** travel on the same stream: an entry with ``event: consent`` and the fields
+``user_id``, ``purpose``, ``granted`` (true/false, 1/0, yes/no), ``timestamp`` and
+``event_id`` (no ``item_id``). ``personalize stream publish consent.csv`` publishes a consent
+file (the columns of the consent table, :mod:`personalize.data.consent`, with an optional
+``event_id``; IDs as the online store holds them: pseudonyms when ingestion pseudonymises). The
+worker validates them with the consent table's rules (purpose one of
+``data.privacy.record.purposes``) and applies each to ``{ns}:consent:{user_id}``
+(:meth:`OnlineStore.consent`: idempotent by event ID, the latest timestamp wins), so that a
+withdrawal of ``personalisation`` changes the served model's next answer for the user.
+
 **Consuming** (:func:`consume`), one loop per worker (several may run at once, each with its own
 consumer name):
 
@@ -62,13 +72,15 @@ from personalize.config.online import OnlineConfig
 from personalize.core import columns as C
 from personalize.core.errors import ConfigError, DataError, PersonalizeError
 from personalize.core.paths import data_dir
+from personalize.data.consent import CONSENT_COLUMNS, GRANTED, PURPOSE, parse_granted, read_consent_file
 from personalize.data.readers import ROW, read_table
 from personalize.data.validate import INT64_MAX, Issues, canonical_ids, now_utc, parse_timestamps
-from personalize.scoring.online import OnlineSettings, OnlineStore
+from personalize.scoring.online import CONSENT_EVENT, OnlineSettings, OnlineStore
 
 log = logging.getLogger(__name__)
 
 FIELDS = (C.USER, C.ITEM, C.EVENT, C.TIMESTAMP, "event_id")
+CONSENT_FIELDS = (C.USER, PURPOSE, GRANTED, C.EVENT, C.TIMESTAMP, "event_id")
 EVENT_ID = "event_id"
 REASON = "reason"
 SOURCE_ID = "stream_id"
@@ -196,6 +208,8 @@ def read_events(path: str | Path) -> pd.DataFrame:
     path = Path(path).expanduser()
     if not path.is_absolute() and path.exists():  # a command-line argument: relative to the working folder
         path = path.resolve()
+    if _is_consent_file(path):  # consent records (module doc)
+        return read_consent_file(path).drop(columns=["_row"])
     reader = read_table(TableSource(path=path), "interactions")
     frame = pd.concat(list(reader), ignore_index=True)
     if reader.malformed:
@@ -205,6 +219,23 @@ def read_events(path: str | Path) -> pd.DataFrame:
             f"{first.row}: {first.reason} ({first.detail}): {first.raw[:200]!r}"
         )
     return frame.drop(columns=[ROW])
+
+
+def _is_consent_file(path: Path) -> bool:
+    """Whether the file's header is a consent table's (purpose and granted, no item_id)."""
+    if not path.exists():
+        return False
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            columns = list(pq.read_schema(path).names)
+        else:
+            sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+            columns = [str(c).strip() for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+    except Exception:  # unreadable here: the events reader says why
+        return False
+    return PURPOSE in columns and GRANTED in columns and C.ITEM not in columns
 
 
 def _as_text(values: pd.Series) -> list[str | None]:
@@ -242,17 +273,21 @@ def publish(
 
     config = config or OnlineConfig()
     frame = read_events(events) if isinstance(events, (str, Path)) else events
-    for col in (C.USER, C.ITEM, C.TIMESTAMP):
+    consent = PURPOSE in frame.columns and GRANTED in frame.columns and C.ITEM not in frame.columns
+    fields = CONSENT_FIELDS if consent else FIELDS
+    if consent:
+        frame = frame.assign(**{C.EVENT: CONSENT_EVENT})
+    for col in CONSENT_COLUMNS if consent else (C.USER, C.ITEM, C.TIMESTAMP):
         if col not in frame.columns:
             raise DataError(f"events: required column '{col}' is missing; columns are {list(frame.columns)}")
     if rate is not None and rate <= 0:
         raise ConfigError(f"rate must be positive events/s, got {rate}")
     n = len(frame)
-    cols = {c: _as_text(frame[c]) if c in frame.columns else [None] * n for c in FIELDS}
+    cols = {c: _as_text(frame[c]) if c in frame.columns else [None] * n for c in fields}
     generated = 0
     for i, given in enumerate(cols[EVENT_ID]):
         if given is None or not given.strip():
-            cols[EVENT_ID][i] = event_id_of(*(cols[c][i] for c in FIELDS[:4]))
+            cols[EVENT_ID][i] = _id_of({c: cols[c][i] for c in fields})
             generated += 1
     repeated = n - len(set(cols[EVENT_ID]))
     chunk = config.batch_size if rate is None else max(1, min(config.batch_size, int(rate / 20)))
@@ -272,8 +307,8 @@ def publish(
                 )
             pipe = store.client.pipeline(transaction=False)
             for i in range(lo, hi):
-                fields = {c: cols[c][i] for c in FIELDS if cols[c][i] is not None}
-                pipe.xadd(store.stream, fields, maxlen=config.stream_max_length, approximate=True)
+                entry = {c: cols[c][i] for c in fields if cols[c][i] is not None}
+                pipe.xadd(store.stream, entry, maxlen=config.stream_max_length, approximate=True)
             pipe.execute()
             bar.update(hi - lo)
             if rate is not None:
@@ -283,6 +318,15 @@ def publish(
     finally:
         bar.close()
     return PublishResult(n, generated, repeated, time.perf_counter() - start)
+
+
+def _id_of(fields: dict[str, Any]) -> str:
+    """The derived ID of an event (:func:`event_id_of`) or of a consent record (its purpose and
+    granted in the item's place)."""
+    if fields.get(C.EVENT) is not None and str(fields[C.EVENT]).strip() == CONSENT_EVENT:
+        what = f"{fields.get(PURPOSE)}={fields.get(GRANTED)}"
+        return event_id_of(fields.get(C.USER), what, CONSENT_EVENT, fields.get(C.TIMESTAMP))
+    return event_id_of(fields.get(C.USER), fields.get(C.ITEM), fields.get(C.EVENT), fields.get(C.TIMESTAMP))
 
 
 # ---------------------------------------------------------------------------------- validate
@@ -323,8 +367,84 @@ def validate_entries(
 
     A rejected entry's reason lists every failure as ``field: what`` (e.g. ``user_id: user_id is
     missing``). An entry with no fields (deleted before it was read) is rejected as such.
+
+    An entry with ``event: consent`` is a consent record (module doc), checked by
+    :func:`validate_consent_entries` instead; results keep the entries' order.
     """
     data = data or DataConfig()
+    now = now if now is not None else now_utc()
+    is_consent = [bool(f) and str(f.get(C.EVENT) or "").strip() == CONSENT_EVENT for _, f in entries]
+    if not any(is_consent):
+        return _validate_events(entries, data, now)
+    order = {sid: pos for pos, (sid, _) in enumerate(entries)}
+    v1, r1 = _validate_events([e for e, c in zip(entries, is_consent) if not c], data, now)
+    v2, r2 = validate_consent_entries([e for e, c in zip(entries, is_consent) if c], data, now)
+    valid = sorted(v1 + v2, key=lambda v: order[v[0]])
+    rejected = sorted(r1 + r2, key=lambda r: order[r.stream_id])
+    return valid, rejected
+
+
+def validate_consent_entries(
+    entries: list[tuple[str, dict[str, str]]], data: DataConfig, now: pd.Timestamp
+) -> tuple[list[tuple[str, dict[str, Any]]], list[Rejected]]:
+    """Consent records from the stream, checked with the consent table's rules
+    (:mod:`personalize.data.consent`): ``user_id`` present (canonical), ``purpose`` one of
+    ``data.privacy.record.purposes``, ``granted`` a boolean, ``timestamp`` as for events. Valid
+    ones are ready for :meth:`OnlineStore.consent` (``granted`` a bool, ``timestamp`` ISO 8601 UTC)."""
+    n = len(entries)
+    raw = [fields or {} for _, fields in entries]
+    frame = pd.DataFrame(
+        {c: pd.array([r.get(c) for r in raw], dtype="string") for c in CONSENT_FIELDS}, index=range(n)
+    )
+    for c in CONSENT_FIELDS:
+        frame[c] = frame[c].mask(frame[c].str.strip() == "")
+    issues = Issues(n)
+    users = canonical_ids(frame[C.USER], C.USER, issues)
+    purposes = frame[PURPOSE].str.strip()
+    known = sorted(data.privacy.record.purposes)
+    issues.add(purposes.isna().to_numpy(dtype=bool), "purpose: missing", "purpose is missing")
+    issues.add(
+        (purposes.notna() & ~purposes.isin(known)).to_numpy(dtype=bool),
+        "purpose: unknown",
+        lambda pos: [
+            f"purpose '{purposes.iloc[p]}' is not one of data.privacy.record.purposes {known}" for p in pos
+        ],
+    )
+    granted, ok = parse_granted(frame[GRANTED])
+    issues.add(
+        ~ok,
+        "granted: not a boolean",
+        lambda pos: [f"granted '{frame[GRANTED].iloc[p]}' is not true/false, 1/0 or yes/no" for p in pos],
+    )
+    stamps = parse_timestamps(frame[C.TIMESTAMP], data.timestamp, issues, now)
+    bad = issues.bad()
+    valid, rejected = [], []
+    for pos, (sid, _) in enumerate(entries):
+        if bad[pos]:
+            reason = "; ".join(
+                f"{kind.split(':')[0]}: {detail}"
+                for kind, detail in zip(issues.kinds(pos), issues.details(pos), strict=True)
+            )
+            rejected.append(Rejected(sid, raw[pos], reason))
+            continue
+        eid = frame[EVENT_ID].iloc[pos]
+        eid = _id_of(raw[pos]) if _missing(eid) else str(eid).strip()
+        record = {
+            C.USER: str(users.iloc[pos]),
+            C.EVENT: CONSENT_EVENT,
+            PURPOSE: str(purposes.iloc[pos]),
+            GRANTED: bool(granted[pos]),
+            C.TIMESTAMP: stamps.iloc[pos].isoformat(),
+            EVENT_ID: eid,
+        }
+        valid.append((sid, record))
+    return valid, rejected
+
+
+def _validate_events(
+    entries: list[tuple[str, dict[str, str] | None]], data: DataConfig, now: pd.Timestamp
+) -> tuple[list[tuple[str, dict[str, Any]]], list[Rejected]]:
+    """:func:`validate_entries` of entries that are not consent records."""
     now = now if now is not None else now_utc()
     n = len(entries)
     raw = [fields or {} for _, fields in entries]
@@ -554,7 +674,10 @@ def _write_batch(
     valid, rejected = validate_entries(batch, data)
     pipe = store.client.pipeline(transaction=True)
     for _, event in valid:
-        store.apply(event, pipe)
+        if event.get(C.EVENT) == CONSENT_EVENT:
+            store.consent(event, pipe)
+        else:
+            store.apply(event, pipe)
     for item in rejected:
         pipe.xadd(store.dead, _dead_fields(item))
     pipe.xack(store.stream, store.group, *[sid for sid, _ in batch])

@@ -80,6 +80,15 @@ class Issues:
             start += p.n_rows
         return out
 
+    def take(self, positions: np.ndarray) -> Issues:
+        """The issues of the rows at ``positions`` (in that order), numbered from 0."""
+        positions = np.asarray(positions, dtype=np.int64)
+        out = Issues(len(positions))
+        out._bad[:] = self._bad[positions]
+        found = self._found
+        out._found = {new: list(found[old]) for new, old in enumerate(positions.tolist()) if old in found}
+        return out
+
     def slice(self, start: int, stop: int) -> Issues:
         """The issues of rows ``start:stop``."""
         out = Issues(stop - start)
@@ -100,8 +109,9 @@ def quoted(values: pd.Series, suffix: str, prefix: str = "") -> Callable[[np.nda
 
 @dataclass
 class TableReport:
-    """Counts for one ingested table. ``accepted + quarantined == input_rows`` always;
-    ``sampled_out`` counts accepted rows left out by ``data.sample_users``."""
+    """Counts for one ingested table. ``accepted + quarantined + suppressed == input_rows`` always;
+    ``sampled_out`` counts accepted rows left out by ``data.sample_users``, ``no_consent`` accepted
+    rows of users without training consent (:mod:`personalize.data.consent`)."""
 
     role: str
     source: str
@@ -109,6 +119,8 @@ class TableReport:
     accepted: int = 0
     quarantined: int = 0
     sampled_out: int = 0
+    no_consent: int = 0
+    suppressed: int = 0  # rows of users on the suppression list, dropped before anything is written
     reasons: Counter = field(default_factory=Counter)
     nulled: Counter = field(default_factory=Counter)
 
@@ -120,6 +132,8 @@ class TableReport:
             "accepted": self.accepted,
             "quarantined": self.quarantined,
             "sampled_out": self.sampled_out,
+            "no_consent": self.no_consent,
+            "suppressed": self.suppressed,
             "reasons": dict(self.reasons),
             "values_set_missing": dict(self.nulled),
         }

@@ -16,6 +16,9 @@ A state folder (written by :func:`save_state`, read by :func:`load_state`)::
     segments/              (optional) user_segment.npy, scores.npy (segments x items) and the
                            demographics classifier (labeller/, :mod:`.trees`); names in manifest
     popularity.npy         the fallback scores per item (float32)
+    no_personalisation.npy (optional) indices of the users without personalisation consent
+                           (int64, sorted); present when the export applied a consent table,
+                           and then a user not in the state has no consent record either
     scorer/<path>/...      arrays of each scorer of the tree (blend parts under part<i>/)
 """
 
@@ -143,6 +146,7 @@ class State:
     settings: dict[str, Any]
     info: dict[str, Any]
     segments: SegmentFallback | None = None
+    no_personalisation: np.ndarray | None = None  # user indices without personalisation consent
 
 
 def save_state(
@@ -156,12 +160,14 @@ def save_state(
     info: dict[str, Any] | None = None,
     exclude: sp.spmatrix | None = None,
     segments: SegmentFallback | None = None,
+    no_personalisation: np.ndarray | None = None,
 ) -> Path:
     """Write a state folder (see the module doc). ``users`` / ``items`` are the raw IDs in index
     order, ``seen`` the users x items history (nonzero = an interaction, the value its training
     weight), ``popularity`` the fallback scores per item, ``exclude`` the items left out of each
-    user's ranking (None: the history's items); ``settings`` may set ``default_k``, ``max_k``
-    and ``max_rows``; ``info`` is free provenance (JSON)."""
+    user's ranking (None: the history's items), ``no_personalisation`` the indices of the users
+    without personalisation consent (None: no consent table applied); ``settings`` may set
+    ``default_k``, ``max_k`` and ``max_rows``; ``info`` is free provenance (JSON)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     seen = _csr(seen, "seen", len(users), len(items))
@@ -179,6 +185,11 @@ def save_state(
         np.save(folder / "exclude_indptr.npy", exclude.indptr.astype(np.int64))
         np.save(folder / "exclude_indices.npy", exclude.indices.astype(np.int32))
     np.save(folder / "popularity.npy", np.asarray(popularity, dtype=np.float32))
+    if no_personalisation is not None:
+        withdrawn = np.unique(np.asarray(no_personalisation, dtype=np.int64))
+        if len(withdrawn) and (withdrawn[0] < 0 or withdrawn[-1] >= len(users)):
+            raise ValueError(f"no_personalisation holds indices outside 0..{len(users) - 1}")
+        np.save(folder / "no_personalisation.npy", withdrawn)
     if segments is not None:
         segments.check(len(users), len(items))
         (folder / "segments").mkdir(exist_ok=True)
@@ -243,6 +254,7 @@ def load_state(folder: str | Path) -> State:
             list(manifest["segments"].get("names", [])),
             load_trees(part / "labeller") if manifest["segments"].get("labeller") else None,
         )
+    consent = folder / "no_personalisation.npy"
     return State(
         load_scorer(manifest["scorer"], folder),
         users,
@@ -251,6 +263,7 @@ def load_state(folder: str | Path) -> State:
         manifest.get("settings", {}),
         manifest.get("info", {}),
         segments,
+        np.load(consent, allow_pickle=False) if consent.exists() else None,
     )
 
 

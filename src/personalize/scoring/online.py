@@ -8,28 +8,65 @@ Keys (``ns``: the namespace, ``online.namespace``):
 - ``{ns}:dead``: the dead-letter stream (malformed events with the raw fields and a reason);
 - ``{ns}:user:{user_id}``: the user's recent events, oldest first, each a JSON list
   ``[item_id, event, timestamp, event_id]``, trimmed to the latest ``max_recent``;
-- ``{ns}:version:{user_id}``: the number of events applied to the user (part of every cache
-  key, so the user's next event invalidates their cached answers);
+- ``{ns}:version:{user_id}``: the number of changes applied to the user, events and consent
+  records (part of every cache key, so the user's next event or consent change invalidates
+  their cached answers);
+- ``{ns}:consent:{user_id}``: the user's latest online consent record per purpose, a hash
+  ``purpose -> "<1|0>:<timestamp in epoch microseconds>"``; a record older than the one held is
+  ignored (equal timestamps: the later one wins). Written by the stream workers (consent events:
+  :mod:`personalize.data.stream`) or :meth:`OnlineStore.set_consent`, read with the recent
+  events (:meth:`OnlineStore.recent_and_consent`): a withdrawal applies to the very next answer;
 - ``{ns}:applied:{event_id}``: an applied event's ID, kept ``id_ttl_seconds``: a redelivered
   event finds it and changes nothing;
 - ``{ns}:cache:{model}:{user_id}:{version}:{request}``: a cached answer (JSON), kept
   ``cache_ttl_seconds``.
 
 :meth:`OnlineStore.apply` applies an event in one Lua script (check the ID, append, trim, count),
-so an event is applied once or not at all even when two workers hold it. ``redis`` (the client)
+so an event is applied once or not at all even when two workers hold it; :meth:`OnlineStore.consent`
+does the same for a consent record. ``redis`` (the client)
 is imported only when a store is opened.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
+
+import pandas as pd
+
+CONSENT_EVENT = "consent"  # the event type of a consent record on the stream
+
+
+def epoch_microseconds(value: Any) -> int:
+    """A timestamp (an aware datetime or pandas Timestamp, an ISO 8601 text with an offset, or
+    None: now) as integer microseconds since the epoch (UTC)."""
+    stamp = pd.Timestamp.now(tz="UTC") if value is None else pd.Timestamp(value)
+    if stamp.tzinfo is None:
+        raise ValueError(f"a consent timestamp needs a UTC offset, got {value!r}")
+    return int((stamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1))
+
 
 _APPLY = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
   redis.call('RPUSH', KEYS[2], ARGV[1])
   redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+  return redis.call('INCR', KEYS[3])
+end
+return 0
+"""
+
+_CONSENT = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[4]) then
+  local current = redis.call('HGET', KEYS[2], ARGV[1])
+  if current then
+    local stamp = tonumber(string.match(current, ':(.*)$'))
+    if stamp and stamp > tonumber(ARGV[3]) then
+      return 0
+    end
+  end
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
   return redis.call('INCR', KEYS[3])
 end
 return 0
@@ -65,6 +102,7 @@ class OnlineStore:
             )
         self.client = client
         self._apply = self.client.register_script(_APPLY)
+        self._consent = self.client.register_script(_CONSENT)
 
     # ------------------------------------------------------------------------------ keys
 
@@ -85,6 +123,9 @@ class OnlineStore:
 
     def version_key(self, user_id: Any) -> str:
         return f"{self.ns}:version:{user_id}"
+
+    def consent_key(self, user_id: Any) -> str:
+        return f"{self.ns}:consent:{user_id}"
 
     def applied_key(self, event_id: Any) -> str:
         return f"{self.ns}:applied:{event_id}"
@@ -111,22 +152,73 @@ class OnlineStore:
             else self._apply(keys=keys, args=args)
         )
 
+    def consent(self, record: dict[str, Any], pipe: Any | None = None) -> Any:
+        """Apply one validated consent record (``user_id``, ``purpose``, ``granted`` (bool),
+        ``timestamp`` (ISO 8601 with an offset, or an aware datetime), ``event_id``): the user's
+        ``purpose`` entry becomes it unless the entry held is later. Returns the user's new
+        change count, or 0 when the ID was applied before or the record is older than the one
+        held (with ``pipe``: queued, the result comes with its execute)."""
+        keys = [
+            self.applied_key(record["event_id"]),
+            self.consent_key(record["user_id"]),
+            self.version_key(record["user_id"]),
+        ]
+        args = [
+            str(record["purpose"]),
+            "1" if record["granted"] else "0",
+            str(epoch_microseconds(record.get("timestamp"))),
+            self.settings.id_ttl_seconds,
+        ]
+        return (
+            self._consent(keys=keys, args=args, client=pipe)
+            if pipe is not None
+            else self._consent(keys=keys, args=args)
+        )
+
+    def set_consent(
+        self, user_id: Any, purpose: str, granted: bool, timestamp: Any = None, event_id: str | None = None
+    ) -> int:
+        """Record a consent change directly (without the stream): e.g.
+        ``set_consent(user, "personalisation", False)`` withdraws personalisation at once (the
+        served model's next answer for the user is non-personalised). ``timestamp`` None: now;
+        ``event_id`` None: a fresh one. Returns as :meth:`consent`."""
+        record = {
+            "user_id": user_id,
+            "purpose": purpose,
+            "granted": bool(granted),
+            "timestamp": timestamp,
+            "event_id": event_id or f"consent-{os.urandom(16).hex()}",
+        }
+        return int(self.consent(record))
+
     # ------------------------------------------------------------------------------ read
 
     def recent(self, user_ids: list[Any]) -> tuple[list[list[tuple[Any, str | None]]], list[int]]:
-        """Each user's recent (item ID, event) list, oldest first, and event count (one round
+        """Each user's recent (item ID, event) list, oldest first, and change count (one round
         trip). Raises the client's error when the store cannot be reached in time."""
+        events, versions, _ = self.recent_and_consent(user_ids)
+        return events, versions
+
+    def recent_and_consent(
+        self, user_ids: list[Any]
+    ) -> tuple[list[list[tuple[Any, str | None]]], list[int], list[dict[str, bool]]]:
+        """:meth:`recent` and each user's online consent records (purpose -> granted; empty:
+        none), in the same pipelined round trip."""
         pipe = self.client.pipeline(transaction=False)
         for uid in user_ids:
             pipe.lrange(self.user_key(uid), 0, -1)
             pipe.get(self.version_key(uid))
+            pipe.hgetall(self.consent_key(uid))
         replies = pipe.execute()
-        events, versions = [], []
+        events, versions, consent = [], [], []
         for i in range(len(user_ids)):
-            rows = [json.loads(x) for x in replies[2 * i]]
+            rows = [json.loads(x) for x in replies[3 * i]]
             events.append([(r[0], r[1]) for r in rows])
-            versions.append(int(replies[2 * i + 1] or 0))
-        return events, versions
+            versions.append(int(replies[3 * i + 1] or 0))
+            consent.append(
+                {str(p): str(v).split(":", 1)[0] == "1" for p, v in (replies[3 * i + 2] or {}).items()}
+            )
+        return events, versions, consent
 
     def cached(self, keys: list[str]) -> list[str | None]:
         return self.client.mget(keys) if keys else []

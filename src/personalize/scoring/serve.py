@@ -1,7 +1,20 @@
 """Answering top-k requests: the user's scores (fallback included), seen and requested items
 left out, the ``k`` best kept with ties broken by item index. The trained model's
 ``recommend`` and the exported model answer through :func:`rank_rows`; :class:`TopKScorer`
-adds what a served model needs (the state folder, ID lookup, request checks).
+adds what a served model needs (the state folder, ID lookup, request checks, consent).
+
+**Personalisation consent.** A state exported with a consent table lists the users without
+``personalisation`` consent (:mod:`.codec`); ``consent`` (one dict purpose -> granted per row,
+read from the online store: :mod:`.online`) adds records made since the export. A row whose user
+may not be personalised is answered as an unknown user: the overall popularity, nothing of
+their history (no seen items left out, no segment, no fold-in of recent events), with
+``personalised`` false and ``consent`` false. The rule (:meth:`TopKScorer.consented`): an online
+withdrawal applies at once, whatever the export says; an online grant lets a user the export
+does not know be personalised (folded in), but does not lift the export's withdrawal of a known
+user (the next export, from a consent table with the grant, does); without an online record, a
+user the state lists is not personalised, nor is a user unknown to a state exported with a
+consent table (no record means not granted). Without a consent table and online records every
+row has ``consent`` true.
 """
 
 from __future__ import annotations
@@ -22,6 +35,8 @@ from .segments import SegmentFallback
 
 USER, ITEM, RANK, SCORE, PERSONALISED = "user_id", "item_id", "rank", "score", "personalised"
 SEGMENT = "segment"
+CONSENT = "consent"
+PERSONALISATION = "personalisation"
 COLUMNS = (USER, ITEM, RANK, SCORE, PERSONALISED)
 
 
@@ -105,8 +120,12 @@ class TopKScorer:
         settings: dict[str, Any] | None = None,
         info: dict[str, Any] | None = None,
         segments: SegmentFallback | None = None,
+        no_personalisation: np.ndarray | None = None,
     ):
         settings = settings or {}
+        self.no_personalisation = (
+            None if no_personalisation is None else np.unique(np.asarray(no_personalisation, dtype=np.int64))
+        )
         self.segments = segments
         self.root = root
         self.users = users
@@ -123,7 +142,14 @@ class TopKScorer:
     def load(cls, folder: str | Path) -> TopKScorer:
         state = load_state(folder)
         return cls(
-            state.scorer, state.users, state.items, state.context, state.settings, state.info, state.segments
+            state.scorer,
+            state.users,
+            state.items,
+            state.context,
+            state.settings,
+            state.info,
+            state.segments,
+            state.no_personalisation,
         )
 
     @property
@@ -149,6 +175,28 @@ class TopKScorer:
     def personalised(self, users: np.ndarray) -> np.ndarray:
         """True where the model answers the user itself, False where the fallback does."""
         return self.root.personalised(np.asarray(users, dtype=np.int64), self.ctx.history, self.ctx.owners)
+
+    def consented(self, index: np.ndarray, consent: list[dict[str, bool] | None] | None = None) -> np.ndarray:
+        """True where the user of each row (user index, -1: unknown) may get a personalised
+        answer, by the rule of the module doc; ``consent``: each row's online records (purpose ->
+        granted; None or empty: none)."""
+        index = np.asarray(index, dtype=np.int64)
+        allowed = np.ones(len(index), dtype=bool)
+        if self.no_personalisation is not None:
+            known = index >= 0
+            allowed = known.copy()
+            allowed[known] = ~np.isin(index[known], self.no_personalisation)
+        if consent is not None:
+            if len(consent) != len(index):
+                raise RequestError(f"got {len(consent)} consent records for {len(index)} rows")
+            for row, records in enumerate(consent):
+                if not records or PERSONALISATION not in records:
+                    continue
+                if not records[PERSONALISATION]:
+                    allowed[row] = False
+                elif index[row] < 0:
+                    allowed[row] = True
+        return allowed
 
     def score(self, users: np.ndarray) -> np.ndarray:
         """Scores (float32, users x items) of user indices (-1: unknown), fallback included,
@@ -213,6 +261,7 @@ class TopKScorer:
         exclude_seen: bool = True,
         attributes: list[dict[str, Any] | None] | None = None,
         recent: list[list[tuple[Any, str | None]] | None] | None = None,
+        consent: list[dict[str, bool] | None] | None = None,
     ) -> pd.DataFrame:
         """Top-k for raw user IDs: rows user_id, item_id, rank, score, personalised (and
         ``segment`` when the state carries segments; missing where the row has none).
@@ -222,10 +271,17 @@ class TopKScorer:
         age / gender / occupation / zip_code per row (or ``None``): with segments, a cold or
         unknown user's segment (:mod:`.segments`); ``recent`` one list of (item ID, event type)
         per row (or ``None``): events after the fit, folded in (:mod:`.foldin`). Rows come out
-        in request order, ranks 1..k within a row.
+        in request order, ranks 1..k within a row. ``consent``: one dict purpose -> granted per
+        row (online records, or ``None``); with it, or with a state exported with a consent
+        table, the rows carry a ``consent`` column (false: answered non-personalised because the
+        user has no personalisation consent; module doc).
         """
-        columns = self.recommend_columns(user_ids, k, exclude_items, exclude_seen, attributes, recent)
+        columns, allowed = self.answer_columns(
+            user_ids, k, exclude_items, exclude_seen, attributes, recent, consent
+        )
         out = frame(*columns[:5])
+        if consent is not None or self.no_personalisation is not None:
+            out[CONSENT] = allowed
         if self.segments is not None:  # -1 (no segment) as missing
             out[SEGMENT] = pd.array(np.where(columns[5] >= 0, columns[5], 0), dtype="Int64")
             out.loc[columns[5] < 0, SEGMENT] = pd.NA
@@ -239,9 +295,24 @@ class TopKScorer:
         exclude_seen: bool = True,
         attributes: list[dict[str, Any] | None] | None = None,
         recent: list[list[tuple[Any, str | None]] | None] | None = None,
+        consent: list[dict[str, bool] | None] | None = None,
     ) -> tuple[np.ndarray, ...]:
         """:meth:`recommend` as aligned arrays (user_id, item_id, rank, score, personalised and,
         with segments, segment), without building a DataFrame (the serving path)."""
+        return self.answer_columns(user_ids, k, exclude_items, exclude_seen, attributes, recent, consent)[0]
+
+    def answer_columns(
+        self,
+        user_ids: list[Any],
+        k: int | list[Any] | None = None,
+        exclude_items: list[Any] | None = None,
+        exclude_seen: bool = True,
+        attributes: list[dict[str, Any] | None] | None = None,
+        recent: list[list[tuple[Any, str | None]] | None] | None = None,
+        consent: list[dict[str, bool] | None] | None = None,
+    ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+        """(:meth:`recommend_columns`, consent per answer row): a row of a user without
+        personalisation consent is answered as an unknown user (module doc)."""
         user_ids = list(user_ids)
         ks = k if isinstance(k, (list, tuple, np.ndarray)) else [k] * len(user_ids)
         user_ids, ks_arr, excludes = self.check_request(user_ids, ks, exclude_items)
@@ -249,15 +320,24 @@ class TopKScorer:
             raise RequestError(f"got {len(attributes)} attribute rows for {len(user_ids)} rows")
         exclude = [self.item_index(extra) if extra else None for extra in excludes]
         index = self.user_index(user_ids)
+        allowed = self.consented(index, consent)
+        blocked = ~allowed
+        if blocked.any():  # answered as an unknown user: nothing of their history or profile
+            index = np.where(blocked, -1, index)
+            if attributes is not None:
+                attributes = [None if b else a for a, b in zip(attributes, blocked, strict=True)]
         fallback = None
         if self.segments is not None:
             try:
                 segment = self.segments.segments_for(index, attributes)
             except ValueError as exc:  # an attribute the classifier cannot read
                 raise RequestError(str(exc)) from None
+            segment = np.where(blocked, -1, segment)
             fallback = (segment, np.asarray(self.segments.scores, dtype=np.float32))
         if recent is not None and len(recent) != len(user_ids):
             raise RequestError(f"got {len(recent)} recent-event lists for {len(user_ids)} rows")
+        if recent is not None and blocked.any():
+            recent = [None if b else events for events, b in zip(recent, blocked, strict=True)]
         folded = [] if recent is None else [r for r, events in enumerate(recent) if events]
         if not folded:
             rows, items, ranks, scores, personal = rank_rows(
@@ -270,7 +350,7 @@ class TopKScorer:
         ids = np.empty(len(user_ids), dtype=object)
         ids[:] = user_ids
         out = (ids[rows], self._item_ids[items], ranks, scores, personal)
-        return out if fallback is None else (*out, fallback[0][rows])
+        return (out if fallback is None else (*out, fallback[0][rows])), allowed[rows]
 
     def fold(self, index: np.ndarray, recent: list[list[tuple[Any, str | None]]]):
         """The fold-in context of user indices ``index`` with their recent (item ID, event)

@@ -281,7 +281,9 @@ def _refit_finalists(
         model = refit_on_all_data(candidate, data)
         seconds = time.perf_counter() - t0
         info = _provenance(candidate, config, dataset, source_run_id, run_id)
-        state = write_state(model, tmp / f"candidate{i}" / "state", config, info, fallback, data.events)
+        state = write_state(
+            model, tmp / f"candidate{i}" / "state", config, info, fallback, data.events, dataset.consent
+        )
         selection.sizes[candidate.label] = sum(f.stat().st_size for f in state.rglob("*") if f.is_file())
         fitted.append(_Finalist(candidate, model, state, info, seconds))
     champion = min(fitted, key=lambda f: selection.sizes[f.candidate.label] if selection.tied else 0)

@@ -23,6 +23,7 @@ from personalize import scoring
 from personalize.config.segments import SegmentsConfig
 from personalize.config.serving import ExportConfig
 from personalize.core import columns as C
+from personalize.data.consent import PERSONALISATION, without
 from personalize.data.events import EventPolicy
 from personalize.data.ingest import Dataset
 from personalize.data.matrix import IdIndex, InteractionData
@@ -57,10 +58,16 @@ def write_state(
     info: dict[str, Any] | None = None,
     segments: scoring.SegmentFallback | None = None,
     events: EventPolicy | None = None,
+    consent: pd.DataFrame | None = None,
 ) -> Path:
     """Write the fitted ``model``'s serving state (its scorer, ID maps, seen items, popularity,
     the ``segments`` when given, and the event types' weights and exclusion rule, so that
-    events folded in at request time weigh as in training) to ``folder`` with the shipped codec."""
+    events folded in at request time weigh as in training) to ``folder`` with the shipped codec.
+
+    ``consent``: the dataset's consent table (:mod:`personalize.data.consent`; None: none
+    configured). With it, the state lists the users without ``personalisation`` consent (no
+    record: not granted), whom the served model answers non-personalised; the list is a state
+    file, so it is part of the state hash and a withdrawal makes a new registry version."""
     settings = {"default_k": config.default_k, "max_k": config.max_k, "max_rows": config.max_rows}
     if events is not None:
         settings["events"] = scoring.EventRules(
@@ -77,6 +84,9 @@ def write_state(
         info=info,
         exclude=model.exclude_,
         segments=segments,
+        no_personalisation=None
+        if consent is None
+        else np.flatnonzero(without(consent, PERSONALISATION, model.index_.users)),
     )
 
 

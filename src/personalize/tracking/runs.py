@@ -3,7 +3,8 @@
 What is logged (so that anyone can recompute any metric from the store):
 
 - parent run: the resolved config (params and ``config.yaml``), dataset fingerprint, ingestion
-  report and quarantine, git commit, package versions, the protocol text, the split itself
+  report and quarantine, git commit, package versions, the protocol text, the record of processing
+  and the notice to end users (``privacy/record.md``, ``privacy/notice.md``), the split itself
   (``split/seed=<s>/{train,valid,test}.parquet``), the leaderboard (CSV and Markdown), every
   metric at every K (``metrics.csv``) and the NDCG@K / MAP@K plot;
 - model run: its config, the mean over seeds of every ``valid_*`` / ``test_*`` metric, bootstrap
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from personalize.core.metrics import MetricName, is_metric_name
+from personalize.data.records import NOTICE_ARTIFACT, RECORD_ARTIFACT, privacy_notice, record_of_processing
 from personalize.evaluation.breakdown import format_routing, format_segment_table, plot_by_segment
 from personalize.evaluation.leaderboard import ModelOutcome, SeedOutcome, format_leaderboard
 from personalize.evaluation.plots import learning_curve, metric_vs_k
@@ -125,6 +127,8 @@ class ExperimentLogger:
         p.set_tags({"dataset_fingerprint": dataset.fingerprint, "split": cfg.split.name})
         p.log_text(cfg.to_yaml(), "config.yaml")
         p.log_text(protocol_text(), "protocol.md")
+        p.log_text(record_of_processing(cfg), RECORD_ARTIFACT)
+        p.log_text(privacy_notice(cfg), NOTICE_ARTIFACT)
         p.log_dict(
             {
                 "name": dataset.name,

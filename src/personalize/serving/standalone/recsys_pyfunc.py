@@ -15,7 +15,19 @@ are rejected by the signature (validated against :class:`RecommendationRequest`)
 by the scorer; both answer HTTP 400 when served. Response: one row per recommendation
 ``{"user_id", "item_id", "rank", "score", "personalised", "segment"}`` (``segment``: the row's
 segment when the state carries segments and the row has one, else null; ``fresh``: true when the
-user's online state was read for this answer, see below).
+user's online state was read for this answer, see below; ``consent``: false when the user has
+no personalisation consent and the row is the non-personalised answer, see below).
+
+**Consent.** A state exported with a consent table lists the users without ``personalisation``
+consent; they get the overall popularity (nothing of their history, segment or recent events),
+``personalised: false`` and ``consent: false``. The online store's consent records
+(``{ns}:consent:{user_id}``, read in the same round trip as the recent events) apply at once: a
+withdrawal recorded there (``personalize stream publish consent.csv`` with the columns
+user_id, purpose, granted, timestamp, then the stream workers; or
+``OnlineStore.set_consent(user, "personalisation", False)``) changes the user's very next
+answer, and bumps their version so no cached answer of theirs is served again. The full rule is
+in :mod:`recsys_scoring.serve`. When the store cannot be read the answer follows the exported
+state's consent alone.
 
 **Online fold-in.** With an online store (Redis; :mod:`recsys_scoring.online` holds the key
 layout), each request reads its users' recent events (events after the fit, written by the
@@ -127,6 +139,7 @@ class Recommendation(pydantic.BaseModel):
     personalised: bool
     segment: int | None = None
     fresh: bool = False
+    consent: bool = True
 
 
 def online_source(model_config: dict[str, Any] | None, environ: dict[str, str] | None = None):
@@ -266,8 +279,9 @@ class TopKRecommender(PythonModel):
         store = self.online.open() if self.online is not None else None
         if store is None:
             return self._answer(users, ks, excludes, attributes, None, fresh=False)
+        consent: list[dict[str, bool]] = []
         try:
-            recent, versions = store.recent(users)
+            recent, versions, consent = store.recent_and_consent(users)
             keys = [
                 store.cache_key(self.model_key, u, v, request_hash(k, x, a))
                 for u, v, k, x, a in zip(users, versions, ks.tolist(), excludes, attributes)
@@ -292,6 +306,7 @@ class TopKRecommender(PythonModel):
                     [attributes[i] for i in missing],
                     [recent[i] for i in missing],
                     fresh=True,
+                    consent=[consent[i] for i in missing],
                 )
             except ValueError:  # an event the model cannot weigh (a type it was not trained with)
                 if not self.warned_events:
@@ -300,7 +315,7 @@ class TopKRecommender(PythonModel):
                         "requests answer from the exported state (fresh false)"
                     )
                     self.warned_events = True
-                return self._answer(users, ks, excludes, attributes, None, fresh=False)
+                return self._answer(users, ks, excludes, attributes, None, fresh=False, consent=consent)
             per_row = split_rows(rows, [users[i] for i in missing])
             answers.update(zip(missing, per_row))
             if all(per_row):  # a row left empty by its exclusions would make the split ambiguous
@@ -314,15 +329,19 @@ class TopKRecommender(PythonModel):
                     self.online.failed(exc, "cache write")
         return [r for i in range(len(users)) for r in answers[i]]
 
-    def _answer(self, users, ks, excludes, attributes, recent, fresh: bool) -> list[Recommendation]:
-        """Rows from the scorer (with ``recent`` folded in when given), in request order."""
+    def _answer(
+        self, users, ks, excludes, attributes, recent, fresh: bool, consent=None
+    ) -> list[Recommendation]:
+        """Rows from the scorer (with ``recent`` folded in and the online ``consent`` records
+        applied when given), in request order."""
         try:
-            columns = self.scorer.recommend_columns(
+            columns, allowed = self.scorer.answer_columns(
                 users,
                 k=list(ks.tolist()),
                 exclude_items=excludes,
                 attributes=attributes if any(attributes) else None,
                 recent=recent,
+                consent=consent,
             )
         except recsys_scoring.RequestError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
@@ -337,9 +356,10 @@ class TopKRecommender(PythonModel):
                 personalised=personal,
                 segment=segment,
                 fresh=fresh,
+                consent=ok,
             )
-            for user, item, rank, score, personal, segment in zip(
-                *(c.tolist() for c in columns[:5]), segments
+            for user, item, rank, score, personal, segment, ok in zip(
+                *(c.tolist() for c in columns[:5]), segments, allowed.tolist()
             )
         ]
 

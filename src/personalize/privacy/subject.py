@@ -1,0 +1,256 @@
+"""A data subject across every store, and ``personalize subject access``: everything the lab holds
+about one user, as one JSON file.
+
+**Who**: the caller gives the raw user ID. With ``data.privacy.pseudonymise`` on, the stores hold
+only its pseudonym (``Pseudonymiser(key)(raw ID)``), so both are looked for (the **tokens**; how a
+value is matched: :mod:`personalize.tracking.erasure`).
+
+**Where** (what :func:`access` reports and :mod:`personalize.privacy.erasure` erases):
+
+- the derived data folder: every file under ``data/`` except the raw inputs (``data/raw/``, immutable),
+  the privacy folder (``data/privacy/``: the suppression list and erasure log hold keyed digests
+  only) and the embedded Redis server's own files (``data/online/redis/``): ``processed/<dataset>/``
+  (interactions, users, quarantine, consent, profiles), ``cache/``, ``resolution/``...;
+- the online store (Redis, when one is configured): keys under the namespace naming the user
+  (recent events, version, consent, cached answers) and entries of the event and dead-letter streams;
+- MLflow: runs whose artifacts hold the user (splits, recommendations, per-user metrics,
+  quarantine, segment labels, replay events...) and registered model versions whose exported
+  state holds them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from personalize.config.data import DataConfig
+from personalize.config.online import OnlineConfig
+from personalize.core.errors import ConfigError
+from personalize.core.paths import data_dir
+from personalize.data.privacy import Pseudonymiser, canonical, load_key, resolve
+from personalize.tracking import erasure as mlflow_erasure
+
+SKIPPED_FOLDERS = ("raw", "privacy", "online/redis")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One person: the raw ID as given and, with pseudonymisation on, the pseudonym."""
+
+    user_id: str = field(repr=False)
+    pseudonym: str | None = field(default=None, repr=False)
+
+    @property
+    def tokens(self) -> set[str]:
+        """What the stores may hold for this person."""
+        return {self.user_id} | ({self.pseudonym} if self.pseudonym else set())
+
+    @property
+    def stored_id(self) -> str:
+        """The ID the stores key the person by (the pseudonym when pseudonymisation is on)."""
+        return self.pseudonym or self.user_id
+
+
+def identify(user_id: object, config: DataConfig) -> Subject:
+    """The :class:`Subject` for a raw user ID under ``config`` (its pseudonym computed with the
+    key when ``data.privacy.pseudonymise`` is on; ConfigError without a key)."""
+    raw = canonical(user_id).strip()
+    if not raw:
+        raise ConfigError("a user ID is needed (got an empty one)")
+    privacy = config.privacy
+    if not privacy.pseudonymise:
+        return Subject(raw)
+    return Subject(raw, Pseudonymiser(load_key(privacy.key, "pseudonymisation"))(raw))
+
+
+def derived_files(root: Path | None = None) -> Iterator[Path]:
+    """Every file of the derived data folder (module doc: what is skipped and why)."""
+    root = Path(root or data_dir())
+    if not root.exists():
+        return
+    skipped = [root / s for s in SKIPPED_FOLDERS]
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not any(path.is_relative_to(s) for s in skipped):
+            yield path
+
+
+# ----------------------------------------------------------------------------------- online
+
+
+def online_store(online: OnlineConfig, url: str | None = None):
+    """The configured online store, or None when none is configured (no ``--redis-url``, no
+    ``online.redis_url``, no running embedded server). A configured store that does not answer
+    is an error (StreamError): what it holds cannot be reached."""
+    from personalize.data.stream import open_store, resolve_url
+
+    try:
+        resolved = resolve_url(online, url)
+    except ConfigError:
+        return None
+    return open_store(online, resolved)
+
+
+def online_keys(store, subject: Subject) -> dict[str, Any]:
+    """The person's keys in the online store (name -> type) under its namespace: every key whose
+    name holds a token (recent events, version, consent, cached answers) or whose string value
+    holds one. Streams are reported by :func:`stream_entries`."""
+    client = store.client
+    tokens = subject.tokens
+    out = {}
+    for key in client.scan_iter(match=f"{store.ns}:*", count=1000):
+        kind = client.type(key)
+        if kind == "stream":
+            continue
+        in_value = kind == "string" and mlflow_erasure.text_holds(client.get(key) or "", tokens)
+        if in_value or mlflow_erasure.text_holds(key, tokens):
+            out[key] = kind
+    return out
+
+
+def stream_entries(store, subject: Subject) -> dict[str, list[tuple[str, dict[str, str]]]]:
+    """Entries of the namespace's streams (events, dead letters) whose fields hold a token
+    (raw fields of dead letters included)."""
+    client = store.client
+    tokens = subject.tokens
+    out: dict[str, list] = {}
+    for key in client.scan_iter(match=f"{store.ns}:*", count=1000):
+        if client.type(key) != "stream":
+            continue
+        last = "-"
+        hits = []
+        while True:
+            batch = client.xrange(key, min=last, max="+", count=1000)
+            if last != "-":
+                batch = batch[1:]
+            if not batch:
+                break
+            for sid, fields in batch:
+                if any(mlflow_erasure.text_holds(str(v), tokens) for v in fields.values()):
+                    hits.append((sid, dict(fields)))
+            last = batch[-1][0]
+        if hits:
+            out[key] = hits
+    return out
+
+
+def _key_value(client, key: str, kind: str) -> Any:
+    if kind == "string":
+        return client.get(key)
+    if kind == "list":
+        return client.lrange(key, 0, -1)
+    if kind == "hash":
+        return client.hgetall(key)
+    if kind == "set":
+        return sorted(client.smembers(key))
+    if kind == "zset":
+        return client.zrange(key, 0, -1, withscores=True)
+    return None
+
+
+# ----------------------------------------------------------------------------------- access
+
+
+def access(
+    subject: Subject,
+    config: DataConfig,
+    *,
+    online: OnlineConfig | None = None,
+    redis_url: str | None = None,
+    uri: str | None = None,
+) -> dict[str, Any]:
+    """Everything the lab holds about ``subject`` (module doc: where it looks), as a JSON-ready
+    dict: ``data`` (rows per derived file), ``events`` / ``profile`` / ``consent`` / ``profiles`` /
+    ``segments`` (the rows of those files, gathered), ``online`` (keys and stream entries, or why
+    it was not read), ``runs`` and ``models`` (MLflow)."""
+    tokens = subject.tokens
+    root = data_dir()
+    files: dict[str, list[dict[str, Any]]] = {}
+    for path in derived_files(root):
+        found = mlflow_erasure.inspect_file(
+            path, tokens, rewrite=False, label=path.relative_to(root).as_posix()
+        )
+        if found is not None:
+            files[found.path] = found.rows if not found.unrewritable else [{"binary": "holds the ID"}]
+
+    def gather(match) -> list[dict[str, Any]]:
+        return [{"file": f, **row} for f, rows in files.items() if match(f) for row in rows]
+
+    def named(name: str):
+        return lambda f: f.startswith("processed/") and f.endswith("/" + name)
+
+    runs = mlflow_erasure.run_findings(tokens, uri)
+    segments = gather(lambda f: "/profiles/" in f and any("segment" in k for r in files[f] for k in r))
+    segments += [
+        {"run_id": r.run_id, "file": f.path, **row}
+        for r in runs
+        for f in r.files
+        if f.path.startswith("segments/labels")
+        for row in f.rows
+    ]
+    out: dict[str, Any] = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "user_id": subject.user_id,
+        "pseudonym": subject.pseudonym,
+        "pseudonymised": subject.pseudonym is not None,
+        "events": gather(named("interactions.parquet")),
+        "profile": gather(named("users.parquet")),
+        "consent": gather(named("consent.parquet")),
+        "quarantine": gather(named("quarantine.parquet")),
+        "profiles": gather(lambda f: "/profiles/" in f),
+        "segments": segments,
+        "data": files,
+        "online": _online_access(subject, online or OnlineConfig(), redis_url),
+        "runs": [r.to_dict(rows=True) for r in runs],
+        "models": [v.to_dict() for v in mlflow_erasure.version_findings(tokens, uri)],
+        "suppressed": _suppressed(subject, config),
+    }
+    return out
+
+
+def _online_access(subject: Subject, online: OnlineConfig, url: str | None) -> dict[str, Any]:
+    from personalize.data.stream import StreamError
+
+    try:
+        store = online_store(online, url)
+    except StreamError as exc:
+        return {"read": False, "why": str(exc)}
+    if store is None:
+        return {"read": False, "why": "no online store is configured"}
+    keys = online_keys(store, subject)
+    return {
+        "read": True,
+        "namespace": store.ns,
+        "keys": {k: _key_value(store.client, k, kind) for k, kind in sorted(keys.items())},
+        "streams": {
+            k: [{"id": sid, **fields} for sid, fields in v] for k, v in stream_entries(store, subject).items()
+        },
+    }
+
+
+def _suppressed(subject: Subject, config: DataConfig) -> bool:
+    from personalize.data.privacy import SuppressionList
+
+    listed = SuppressionList.load(config.privacy.suppression, config.privacy.suppression_key)
+    return listed.contains(subject.user_id)
+
+
+def write_access(report: dict[str, Any], out: Path | None = None) -> Path:
+    """Write an access report as JSON (default: ``subject-access-<UTC time>.json`` in the current
+    folder; it holds the person's data, so it is not written under the data folder by default)."""
+    path = (
+        Path(out)
+        if out
+        else Path.cwd() / f"subject-access-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
+    return path
+
+
+def suppression_path(config: DataConfig) -> Path:
+    """Where the suppression list (and the erasure log beside it) lives."""
+    return resolve(config.privacy.suppression)
