@@ -53,6 +53,21 @@ def neumf() -> scoring.NeuMF:
     return scoring.NeuMF(weights=w, factors=1, mlp_embedding=1, mlp_layers=[1])
 
 
+def autoencoder() -> scoring.Autoencoder:
+    """One hidden unit and one latent dimension on each side:
+    score(u) = tanh(tanh(x_u . [1, 1, 2, 0]) + 0.5) * [1, -1, 2, 0] + [0, 0, 0, 0.25]."""
+    return scoring.Autoencoder(
+        w1=np.array([[1.0], [1.0], [2.0], [0.0]], np.float32),
+        b1=np.array([0.0], np.float32),
+        w_mu=np.array([[1.0]], np.float32),
+        b_mu=np.array([0.5], np.float32),
+        w2=np.array([[1.0]], np.float32),
+        b2=np.array([0.0], np.float32),
+        w3=np.array([[1.0, -1.0, 2.0, 0.0]], np.float32),
+        b3=np.array([0.0, 0.0, 0.0, 0.25], np.float32),
+    )
+
+
 def top(scorer, users, k, exclude=None):
     rows, items, _, values, personal = scoring.rank_rows(
         scorer, CTX, np.asarray(users), np.full(len(users), k), exclude
@@ -98,6 +113,24 @@ def test_neumf_is_the_worked_forward_pass():
     np.testing.assert_allclose(neumf().answer(np.array([0, 1]), CTX), want, rtol=1e-6)
     lists, _, _ = top(neumf(), [0, 1], k=3)
     assert lists == [[3, 2], [3, 0, 1]]  # user 0 has seen 0 and 1, user 1 has seen 2
+
+
+def test_autoencoder_is_the_worked_mean_forward_pass_over_the_normalised_history():
+    # user 0: x = [1, 1, 0, 0] / sqrt(2), x . w1 = sqrt(2); user 1: x = [0, 0, 1, 0], x . w1 = 2
+    t0, t1 = np.tanh(np.tanh(np.sqrt(2.0)) + 0.5), np.tanh(np.tanh(2.0) + 0.5)  # 0.8829, 0.8983
+    want = [
+        [t0, -t0, 2 * t0, 0.25],
+        [t1, -t1, 2 * t1, 0.25],
+        [2, 5, 1, 0],  # cold: popularity
+        [2, 5, 1, 0],  # unknown: popularity
+    ]
+    np.testing.assert_allclose(autoencoder().answer(ALL, CTX), want, rtol=1e-6)
+    lists, _, personal = top(autoencoder(), [0, 1, 2], k=3)
+    assert lists == [[2, 3], [0, 3, 1], [1, 0, 2]]  # user 0 has seen 0 and 1, user 1 has seen 2
+    assert personal.tolist() == [True, True, True, True, True, False, False, False]
+    # the row is L2-normalised: scaling a history's weights does not change the answer
+    heavier = scoring.Context.build(SEEN * 3.0, POPULARITY)
+    np.testing.assert_allclose(autoencoder().answer(ALL, heavier), want, rtol=1e-6)
 
 
 def test_minmax_blend_normalises_over_unseen_items():
@@ -153,7 +186,7 @@ def test_topk_is_exact_with_ties_across_the_kth_place():
     assert values[1, 4] == -np.inf
 
 
-@pytest.mark.parametrize("make", [static, item_item, factors, neumf], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("make", [static, item_item, factors, neumf, autoencoder], ids=lambda f: f.__name__)
 def test_a_saved_scorer_answers_the_same(make, tmp_path):
     scorer = make()
     users, items = np.array([10, 11, 12]), np.array([100, 101, 102, 103])
@@ -161,3 +194,14 @@ def test_a_saved_scorer_answers_the_same(make, tmp_path):
     state = scoring.load_state(tmp_path)
     assert type(state.scorer) is type(scorer) and state.scorer.handles_cold_users == scorer.handles_cold_users
     np.testing.assert_array_equal(state.scorer.answer(ALL, state.context), scorer.answer(ALL, CTX))
+
+
+def test_autoencoder_weights_that_do_not_chain_are_refused(tmp_path):
+    bad = autoencoder()
+    bad.w3 = np.zeros((2, 4), np.float32)  # hidden is 1
+    with pytest.raises(ValueError, match=r"autoencoder array 'w3' has shape \(2, 4\), expected \(1, 4\)"):
+        scoring.save_state(tmp_path, bad, pd.Index([10, 11, 12]), pd.Index(range(4)), SEEN, POPULARITY)
+    short = autoencoder()
+    short.b3 = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match="'b3' has shape"):
+        short.check(3, 4)

@@ -12,29 +12,34 @@ from pydantic import Field, model_validator
 from personalize.config.base import StrictModel
 
 SplitName = Literal[
-    "user_temporal", "global_temporal", "leave_last_out", "user_stratified", "item_stratified"
+    "user_temporal", "global_temporal", "leave_last_out", "user_stratified", "item_stratified", "user_holdout"
 ]
-STOCHASTIC_SPLITS = {"user_stratified", "item_stratified"}
+STOCHASTIC_SPLITS = {"user_stratified", "item_stratified", "user_holdout"}
+#: splits whose validation and test users are unseen in training and give part of their history
+#: to the model as input at evaluation time (fold-in)
+FOLD_IN_SPLITS = {"user_holdout"}
 
 DEFAULT_FRACTIONS: dict[str, tuple[float, float]] = {  # (valid, test)
     "user_temporal": (0.1, 0.1),
     "global_temporal": (0.1, 0.1),
     "user_stratified": (0.1, 0.1),
     "item_stratified": (0.25, 0.25),
+    "user_holdout": (0.1, 0.1),
 }
 
 
 class SplitConfig(StrictModel):
     """Which split and its parameters (the ``split:`` block of an experiment file)."""
 
-    name: SplitName = Field(default="user_temporal", description="One of the protocol's five splits.")
+    name: SplitName = Field(default="user_temporal", description="One of the protocol's six splits.")
     test_fraction: float | None = Field(
         default=None,
         gt=0,
         lt=1,
         description=(
             "Share of rows to test: per user (user_temporal, user_stratified), overall "
-            "(global_temporal) or per item (item_stratified). Default 0.1 (0.25 for item_stratified)."
+            "(global_temporal), per item (item_stratified) or of users (user_holdout). Default 0.1 "
+            "(0.25 for item_stratified)."
         ),
     )
     valid_fraction: float | None = Field(
@@ -51,6 +56,15 @@ class SplitConfig(StrictModel):
         default=1,
         ge=1,
         description="leave_last_out: interactions per user to test (and to validation).",
+    )
+    input_fraction: float = Field(
+        default=0.8,
+        gt=0,
+        lt=1,
+        description=(
+            "user_holdout: share of each held-out user's history, first in the total order, given to "
+            "the model as input (fold-in); the rest is the target."
+        ),
     )
     min_user_interactions: int = Field(
         default=3,
@@ -78,6 +92,11 @@ class SplitConfig(StrictModel):
     def stochastic(self) -> bool:
         return self.name in STOCHASTIC_SPLITS
 
+    @property
+    def folds_in(self) -> bool:
+        """True when held-out users are scored through fold-in of their input part."""
+        return self.name in FOLD_IN_SPLITS
+
     def params(self) -> dict[str, object]:
         """The resolved parameters, as logged with every run."""
         valid, test = self.fractions()
@@ -88,4 +107,6 @@ class SplitConfig(StrictModel):
             out.update(valid_fraction=valid, test_fraction=test)
         if self.name == "user_temporal":
             out["min_user_interactions"] = self.min_user_interactions
+        if self.name == "user_holdout":
+            out["input_fraction"] = self.input_fraction
         return out

@@ -1,8 +1,11 @@
-"""The five splits of the protocol, on one total order (timestamp, item_id, then user_id).
+"""The six splits of the protocol, on one total order (timestamp, item_id, then user_id).
 
 A :class:`Split` is a value: train, validation and test frames plus the parameters that made
-them. Every model receives it unchanged. Frames keep the row index of the dataset's
-interactions, so that disjointness and completeness can be checked (:func:`check_split`).
+them. Every model receives it unchanged. ``user_holdout`` also carries the input parts of its
+validation and test users (``valid_input`` / ``test_input``; ``valid`` / ``test`` are then
+their target parts), given to a model through fold-in at evaluation time. Frames keep the row
+index of the dataset's interactions, so that disjointness and completeness can be checked
+(:func:`check_split`).
 
 Group sizes use round-half-to-even on exact fractions (``round(Fraction(n) * f)``), so that
 ``0.1 * 25`` is 2.5 and rounds to 2 (floating point would give 2.5000000000000004 for
@@ -39,17 +42,34 @@ class Split:
     items: pd.DataFrame
     stochastic: bool = False
     extras: dict[str, object] = field(default_factory=dict)
+    #: user_holdout: the first part of each validation / test user's history, given to the
+    #: model as input at evaluation time (None for the other splits)
+    valid_input: pd.DataFrame | None = None
+    test_input: pd.DataFrame | None = None
+
+    @property
+    def folds_in(self) -> bool:
+        """True when held-out users are scored through fold-in of their input part."""
+        return self.test_input is not None
 
     def train_valid(self) -> pd.DataFrame:
-        """Train and validation rows together, in the total order (what test-time models see)."""
-        return sort_total_order(pd.concat([self.train, self.valid]))
+        """Train and validation rows together, in the total order (what test-time models see).
+
+        user_holdout: train plus every row of the validation users (input and target); the test
+        users' rows never join."""
+        parts = (
+            [self.train, self.valid]
+            if self.valid_input is None
+            else [self.train, self.valid_input, self.valid]
+        )
+        return sort_total_order(pd.concat(parts))
 
     def summary(self) -> dict[str, int]:
         train_users = set(self.train[C.USER])
         seen_users = train_users | set(self.valid[C.USER])
         test_users = set(self.test[C.USER])
         valid_users = set(self.valid[C.USER])
-        return {
+        out = {
             "train_rows": len(self.train),
             "valid_rows": len(self.valid),
             "test_rows": len(self.test),
@@ -62,6 +82,9 @@ class Split:
             "test_users_cold": len(test_users - seen_users),
             "test_users_cold_vs_train": len(test_users - train_users),
         }
+        if self.valid_input is not None and self.test_input is not None:
+            out.update(valid_input_rows=len(self.valid_input), test_input_rows=len(self.test_input))
+        return out
 
 
 def sort_total_order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -82,7 +105,7 @@ def make_split(
     data = sort_total_order(interactions)
     if config.name not in RULES:
         raise ConfigError(f"unknown split {config.name!r}; available: {', '.join(RULES)}")
-    part = RULES[config.name](data, config, seed)
+    part = RULES[config.name](data, config, seed)  # 0 train, 1 / 2 valid / test (targets), 3 / 4 inputs
     if users is None:
         users = pd.DataFrame({C.USER: np.sort(data[C.USER].unique())})
     if items is None:
@@ -97,6 +120,8 @@ def make_split(
         users=users,
         items=items,
         stochastic=config.stochastic,
+        valid_input=data[part == 3] if config.folds_in else None,
+        test_input=data[part == 4] if config.folds_in else None,
     )
     return split
 
@@ -105,7 +130,8 @@ def make_split(
 
 Rule = Callable[[pd.DataFrame, SplitConfig, int], np.ndarray]
 #: split name -> rule: (interactions in the total order, config, seed) -> part per row
-#: (0 train, 1 validation, 2 test); the names and defaults are :mod:`personalize.config.split`
+#: (0 train, 1 validation, 2 test; user_holdout: 1 / 2 the validation / test users' targets and
+#: 3 / 4 their inputs); the names and defaults are :mod:`personalize.config.split`
 RULES: dict[str, Rule] = {}
 
 
@@ -142,6 +168,33 @@ def _user_stratified_rule(data: pd.DataFrame, config: SplitConfig, seed: int) ->
 @rule("item_stratified")
 def _item_stratified_rule(data: pd.DataFrame, config: SplitConfig, seed: int) -> np.ndarray:
     return _item_stratified(data, *config.fractions(), seed)
+
+
+@rule("user_holdout")
+def _user_holdout_rule(data: pd.DataFrame, config: SplitConfig, seed: int) -> np.ndarray:
+    return _user_holdout(data, *config.fractions(), config.input_fraction, seed)
+
+
+def _user_holdout(data: pd.DataFrame, valid_f: float, test_f: float, input_f: float, seed: int) -> np.ndarray:
+    """Held-out users (strong generalisation): a seeded random permutation of the distinct users
+    (ascending IDs, permuted by ``default_rng(seed)``); its first round(test_f * U) users go to
+    test, the next round(valid_f * U) to validation (round-half-to-even), the rest to train.
+    Each held-out user's n rows are cut in the total order: the first
+    ``clip(round(input_f * n), 1, n - 1)`` are the input (parts 3 / 4 for validation / test),
+    the rest the target (parts 1 / 2); a held-out user with one row gives it as input only."""
+    users = np.sort(data[C.USER].unique())
+    order = np.random.default_rng(seed).permutation(len(users))
+    n_test = int(half_even(np.array([len(users)]), test_f)[0])
+    n_valid = int(half_even(np.array([len(users)]), valid_f)[0])
+    group = pd.Series(0, index=users, dtype=np.int8)
+    group.iloc[order[:n_test]] = 2
+    group.iloc[order[n_test : n_test + n_valid]] = 1
+    row_group = group.reindex(data[C.USER].to_numpy()).to_numpy()
+    pos, n = _per_group_sizes(data, C.USER)
+    n_input = np.clip(half_even(n, input_f), 1, np.maximum(n - 1, 1))
+    is_input = pos < n_input
+    part = np.where(row_group == 0, 0, np.where(is_input, row_group + 2, row_group)).astype(np.int8)
+    return part
 
 
 def half_even(n: np.ndarray, fraction: float) -> np.ndarray:
@@ -236,10 +289,21 @@ def check_split(split: Split, interactions: pd.DataFrame) -> list[str]:
     - global_temporal: every train row precedes every validation row, which precedes every test
       row, in the total order;
     - per-user temporal splits: each user's train rows precede that user's validation rows,
-      which precede that user's test rows.
+      which precede that user's test rows;
+    - user_holdout (the parts being train, valid input, valid target, test input, test target):
+      no held-out user has a train row, no user is in both validation and test, and each
+      held-out user's input rows precede their target rows.
     """
     problems: list[str] = []
     parts = {"train": split.train, "valid": split.valid, "test": split.test}
+    if split.valid_input is not None and split.test_input is not None:
+        parts = {
+            "train": split.train,
+            "valid_input": split.valid_input,
+            "valid": split.valid,
+            "test_input": split.test_input,
+            "test": split.test,
+        }
     seen: set = set()
     for name, frame in parts.items():
         overlap = seen.intersection(frame.index)
@@ -272,6 +336,20 @@ def check_split(split: Split, interactions: pd.DataFrame) -> list[str]:
             )
             if before is not None and before > t:
                 problems.append(f"user {user}: a test row comes before a train or validation row")
+    if "test_input" in parts:
+        train_users = set(split.train[C.USER])
+        valid_users = set(parts["valid_input"][C.USER]) | set(parts["valid"][C.USER])
+        test_users = set(parts["test_input"][C.USER]) | set(parts["test"][C.USER])
+        for name, held in (("validation", valid_users), ("test", test_users)):
+            if held & train_users:
+                problems.append(f"{len(held & train_users)} {name} users have a train row")
+        if valid_users & test_users:
+            problems.append(f"{len(valid_users & test_users)} users are in both validation and test")
+        for inp, target in (("valid_input", "valid"), ("test_input", "test")):
+            last_input = _per_user_extreme(parts[inp], max)
+            for user, t in _per_user_extreme(parts[target], min).items():
+                if user in last_input and last_input[user] > t:
+                    problems.append(f"user {user}: an input row comes after a target row ({target})")
     return problems
 
 

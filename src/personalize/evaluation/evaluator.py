@@ -17,12 +17,13 @@ import scipy.sparse as sp
 
 from personalize.config.evaluation import EvaluationConfig
 from personalize.core import columns as C
+from personalize.core.errors import ConfigError
 from personalize.core.metrics import MetricName, is_metric_name
 from personalize.data.events import EventPolicy
-from personalize.data.matrix import IdIndex, csr_from_pairs
+from personalize.data.matrix import IdIndex, InteractionData, csr_from_pairs
 from personalize.evaluation import metrics as M
 from personalize.evaluation.modes import get_mode
-from personalize.scoring import block_size, topk
+from personalize.scoring import block_size, fold_context, topk
 from personalize.scoring import mask as mask_seen
 
 
@@ -45,6 +46,11 @@ class EvalTarget:
     ``item_counts`` / ``n_seen_rows``: popularity of the seen history (novelty, ARP).
     ``segments``: each target user's segment (-1: none), assigned from the history the model
     knows; None without segmentation.
+    ``foldin``: (users x items) the input history of each target user, given to the model at
+    scoring time (user_holdout: held-out users unseen in training), each (user, item) pair
+    weighing its training weight; None: users are scored from what the model was fitted on.
+    With fold-in, ``seen`` holds the input's excluded items and ``warm`` is False for every
+    user (none has a row in the fitted data).
     """
 
     name: str
@@ -59,6 +65,7 @@ class EvalTarget:
     n_seen_rows: int
     seen_items: int
     segments: np.ndarray | None = None
+    foldin: sp.csr_matrix | None = None
 
     @property
     def user_ids(self) -> np.ndarray:
@@ -74,11 +81,18 @@ def make_target(
     gains: str = "binary",
     events: EventPolicy | None = None,
     segments: pd.Series | None = None,
+    inputs: pd.DataFrame | None = None,
 ) -> EvalTarget:
     """Build the evaluation target for ``part`` with the items of ``seen`` (the history the
     model knows) excluded. With event types (``events``) only rows of relevant types are
     relevant, and only the history's relevant events exclude their items (``data.seen``).
-    ``segments`` maps user IDs to their segment (assigned from ``seen``; missing users: -1)."""
+    ``segments`` maps user IDs to their segment (assigned from ``seen``; missing users: -1).
+
+    ``inputs`` (user_holdout): the target users' input parts, given to the model through
+    fold-in (:attr:`EvalTarget.foldin`, with training weights); their items are the ones
+    excluded (relevant ones under ``data.seen: relevant``), while ``seen`` (the data the model
+    was fitted on) still gives the item popularity for novelty and ARP. A target user with a
+    row in ``seen`` is refused: held-out users are unseen in training."""
     users = np.unique(index.user_index(part[C.USER]))
     if (users < 0).any():
         raise ValueError(f"{name}: users outside the index")
@@ -106,6 +120,14 @@ def make_target(
     seen_users = index.user_index(seen[C.USER])
     seen_items = index.item_index(seen[C.ITEM])
     in_target = np.isin(seen_users, users)
+    if inputs is not None:
+        if in_target.any():
+            raise ValueError(
+                f"{name}: {len(np.unique(seen_users[in_target]))} held-out users have fitted rows"
+            )
+        return _foldin_target(
+            name, index, users, relevant, n_rows, inputs, seen_items, len(seen), events, segments
+        )
     history = csr_from_pairs(np.searchsorted(users, seen_users[in_target]), seen_items[in_target], shape)
     excluding = None if events is None else events.excluding_rows(seen)
     if excluding is None:
@@ -128,6 +150,60 @@ def make_target(
         seen_items=int((item_counts > 0).sum()),
         segments=None if segments is None else _segments_of(index.users[users], segments),
     )
+
+
+def _foldin_target(
+    name: str,
+    index: IdIndex,
+    users: np.ndarray,
+    relevant: sp.csr_matrix,
+    n_rows: np.ndarray,
+    inputs: pd.DataFrame,
+    seen_items: np.ndarray,
+    n_seen_rows: int,
+    events: EventPolicy | None,
+    segments: pd.Series | None,
+) -> EvalTarget:
+    """The target of held-out users scored through fold-in of ``inputs`` (see :func:`make_target`)."""
+    empty = pd.DataFrame(columns=[C.USER])
+    data = InteractionData.build(inputs, index, empty, pd.DataFrame({C.ITEM: index.items}), events)
+    history = data.matrix[users]
+    excluded = history if data.exclusion is None else data.exclusion[users]
+    excluded = sp.csr_matrix(excluded, dtype=np.float32)
+    excluded.data[:] = 1.0
+    item_counts = np.bincount(seen_items, minlength=index.n_items).astype(np.int64)
+    return EvalTarget(
+        name=name,
+        index=index,
+        users=users,
+        relevant=relevant,
+        n_relevant=np.diff(relevant.indptr).astype(np.int64),
+        n_rows=n_rows,
+        seen=excluded,
+        warm=np.zeros(len(users), dtype=bool),
+        item_counts=item_counts,
+        n_seen_rows=n_seen_rows,
+        seen_items=int((item_counts > 0).sum()),
+        segments=None if segments is None else _segments_of(index.users[users], segments),
+        foldin=sp.csr_matrix(history, dtype=np.float32),
+    )
+
+
+def fold_in_refusal(model: object) -> str | None:
+    """Why ``model`` cannot score users through fold-in (None: it can): it has no scorer, or
+    a scorer of its tree answers only users it learned a vector for (``folds_in`` False)."""
+    if not hasattr(model, "scorer") or not hasattr(model, "context"):
+        return f"{type(model).__name__} has no scorer to fold a history into"
+    stack = [model.scorer()]
+    while stack:
+        scorer = stack.pop()
+        if not scorer.folds_in:
+            return (
+                f"its {type(scorer).__name__} scorer ({scorer.kind or 'computed'}) keeps per-user "
+                "vectors learned at fit time: held-out users have none"
+            )
+        stack.extend(scorer.parts)
+    return None
 
 
 def _segments_of(user_ids: pd.Index, segments: pd.Series) -> np.ndarray:
@@ -188,10 +264,14 @@ class Evaluator:
         scores = np.full((n_users, k), -np.inf, dtype=np.float32)
         step = block_size(n_items, self.config.memory_budget_mb * 2**20)
         t_score = t_rank = 0.0
+        score = self._fold_in(model, target) if target.foldin is not None else None
         for start in range(0, n_users, step):
             stop = min(n_users, start + step)
             t0 = time.perf_counter()
-            block = np.asarray(model.score(target.users[start:stop]), dtype=np.float32)
+            if score is None:
+                block = np.asarray(model.score(target.users[start:stop]), dtype=np.float32)
+            else:
+                block = score(start, stop)
             if block.shape != (stop - start, n_items):
                 raise ValueError(
                     f"{type(model).__name__}.score returned shape {block.shape}, "
@@ -204,6 +284,29 @@ class Evaluator:
             t_rank += time.perf_counter() - t1
             t_score += t1 - t0
         return items, scores, {"score_seconds": t_score, "rank_seconds": t_rank}
+
+    @staticmethod
+    def _fold_in(model: Scorer, target: EvalTarget):
+        """Scores of target rows start:stop through fold-in (user_holdout): a fold-in context
+        whose rows are users unknown to the fitted model (owner -1) with the target's input
+        history (``target.foldin``) and its excluded items (``target.seen``), answered by the
+        model's scorer (:func:`personalize.scoring.fold_context`)."""
+        reason = fold_in_refusal(model)
+        if reason is not None:
+            raise ConfigError(
+                f"model {getattr(model, 'name', type(model).__name__)!r} cannot score held-out users on "
+                f"{target.name} through fold-in: {reason}"
+            )
+        scorer, ctx = model.scorer(), model.context  # type: ignore[attr-defined]
+
+        def score(start: int, stop: int) -> np.ndarray:
+            rows = stop - start
+            folded = fold_context(
+                ctx, np.full(rows, -1, dtype=np.int64), target.foldin[start:stop], target.seen[start:stop]
+            )
+            return np.asarray(scorer.answer(np.arange(rows), folded), dtype=np.float32)
+
+        return score
 
     def evaluate(self, model: Scorer, target: EvalTarget) -> EvaluationResult:
         """Rank and score ``model`` on ``target``."""

@@ -99,6 +99,9 @@ class Recommender(ABC):
     #: iterative models: the config field that counts epochs; ``selected_config`` sets it to the
     #: best epoch, so that a refit on more data trains as long as validation chose
     epoch_param: ClassVar[str | None] = None
+    #: why a model of this class cannot score a user it never saw from a history given at
+    #: scoring time (fold-in; the ``user_holdout`` split needs it); None: it can
+    no_fold_in: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -118,6 +121,12 @@ class Recommender(ABC):
         """Whether a model of this class with ``params`` depends on its seed (a hybrid does when
         one of its components does); the recipe fits a stochastic model once per seed."""
         return cls.stochastic
+
+    @classmethod
+    def fold_in_refusal(cls, params: dict[str, Any]) -> str | None:
+        """Why a model of this class with ``params`` cannot score held-out users through fold-in
+        (None: it can); known before fitting (a hybrid asks its components)."""
+        return cls.no_fold_in
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())

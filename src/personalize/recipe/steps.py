@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from personalize.config import ExperimentConfig, ModelSpec
 from personalize.core import columns as C
+from personalize.core.errors import ConfigError
 from personalize.data.ingest import Dataset, ingest
 from personalize.data.matrix import IdIndex, InteractionData
 from personalize.data.splits import Split, make_split
@@ -61,9 +62,18 @@ def model_seeds(config: ExperimentConfig, spec: ModelSpec) -> list[int]:
 
 
 def prepare_split(dataset: Dataset, config: ExperimentConfig, seed: int) -> PreparedSplit:
-    """Split the data with ``seed`` and index it for models and the evaluator."""
+    """Split the data with ``seed`` and index it for models and the evaluator.
+
+    user_holdout: models are fitted on train (validation) and on train plus every row of the
+    validation users (the test model, :meth:`Split.train_valid`); the validation and test
+    users are scored through fold-in of their input part (:attr:`EvalTarget.foldin`)."""
     split = make_split(dataset.interactions, config.split, seed, dataset.users, dataset.items)
     index = IdIndex.build(split.users, split.items, split.train, split.valid, split.test)
+    if split.folds_in and config.segments.enabled:
+        raise ConfigError(
+            "segments.enabled does not apply to split user_holdout: held-out users have no "
+            "training history to be segmented from"
+        )
     train_valid = split.train_valid()
     events = dataset.events
     train = InteractionData.build(split.train, index, split.users, split.items, events)
@@ -83,10 +93,26 @@ def prepare_split(dataset: Dataset, config: ExperimentConfig, seed: int) -> Prep
         train=train,
         train_valid=tv,
         valid_target=make_target(
-            "valid", split.valid, split.train, index, ev.min_rating, ev.gains, events, valid_segments
+            "valid",
+            split.valid,
+            split.train,
+            index,
+            ev.min_rating,
+            ev.gains,
+            events,
+            valid_segments,
+            inputs=split.valid_input,
         ),
         test_target=make_target(
-            "test", split.test, train_valid, index, ev.min_rating, ev.gains, events, test_segments
+            "test",
+            split.test,
+            train_valid,
+            index,
+            ev.min_rating,
+            ev.gains,
+            events,
+            test_segments,
+            inputs=split.test_input,
         ),
         genres=genre_matrix(train.items),
         segmentation=segmentation,
@@ -113,10 +139,21 @@ def fit_and_evaluate(
     Validation monitors iterative models (learning curve, best epoch, early stopping), lets
     ``uses_validation`` models select their settings, and picks the best point of the spec's
     grid (by the primary metric). Returns the outcome and the model evaluated on test.
+
+    On a fold-in split (user_holdout) a model that cannot fold in is refused before fitting
+    (:meth:`Recommender.fold_in_refusal`).
     """
     evaluator = Evaluator(config.evaluation, prepared.genres)
     primary = config.evaluation.primary_metric
     combinations = spec.combinations()
+    if prepared.split.folds_in:
+        for params in combinations:
+            reason = get_model_class(spec.type).fold_in_refusal(params)
+            if reason is not None:
+                raise ConfigError(
+                    f"model {spec.type!r} cannot be evaluated on split {prepared.split.name!r}, whose "
+                    f"validation and test users are unseen in training and scored through fold-in: {reason}"
+                )
     best: tuple[float, Recommender, EvaluationResult, ValidationMonitor | None] | None = None
     grid_rows: list[dict] = []
     t0 = time.perf_counter()

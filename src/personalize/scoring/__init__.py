@@ -19,6 +19,7 @@ from .foldin import EventRules, added_matrices, fold_context
 from .ids import positions
 from .kinds import (
     KINDS,
+    Autoencoder,
     Blend,
     Computed,
     Context,
@@ -40,6 +41,7 @@ __all__ = [
     "COLUMNS",
     "FORMAT",
     "KINDS",
+    "Autoencoder",
     "Blend",
     "Computed",
     "Context",

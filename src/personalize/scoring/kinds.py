@@ -18,6 +18,8 @@ Score of user u for every item i (before seen items are excluded):
 - ``neumf``: ``out.w . [user_gmf[u] * item_gmf[i] ; MLP([user_mlp[u] ; item_mlp[i]])] + out.b``,
   the MLP being Linear + ReLU for each layer ``mlp.<j>`` (a logit: the sigmoid does not change
   the ranking), computed with PyTorch (imported only here);
+- ``autoencoder``: ``tanh(mu w2 + b2) w3 + b3`` with ``mu = tanh(x w1 + b1) w_mu + b_mu`` and
+  ``x`` the user's history row L2-normalised (Mult-VAE's mean forward pass, in NumPy);
 - ``segmented``: ``scores[segment[u]]``, the scores of the user's segment (segment popularity);
 - ``routed``: the answer of the part ``route[u]`` (the part chosen for the user's segment);
 - ``blend``: each part answers as a fitted model would (its own scores where it answers the
@@ -33,8 +35,8 @@ parts answers. Every other user (cold, or unknown: index -1) gets the popularity
 
 Fold-in (:mod:`.foldin`): in a fold-in context the rows are request users whose history was
 updated after the fit, and ``Context.owners`` maps each row to the fitted model's user (-1: a
-user it never saw). Item-item, static and segmented scorers read the updated history (or the
-owner's segment); ``factors`` with a ``fold`` rule solve or recompute the user's vector from
+user it never saw). Item-item, static, autoencoder and segmented scorers read the updated history
+(or the owner's segment); ``factors`` with a ``fold`` rule solve or recompute the user's vector from
 it; NeuMF and factors without one (BPR, the two-tower) answer a known owner with the vectors
 learned at fit time and give a user they never saw the fallback (``folds_in`` is False).
 
@@ -464,6 +466,64 @@ class NeuMF(Scorer):
             ("item_mlp.weight", n_items),
         ):
             _expect(path, self.kind, name, _shape(self.weights, name, self.kind, path), (rows, None))
+
+
+@dataclass(kw_only=True)
+class Autoencoder(Scorer):
+    """A variational autoencoder's mean forward pass over the user's history row (Mult-VAE):
+    ``x = seen[u] / ||seen[u]||_2``, ``h = tanh(x w1 + b1)``, ``mu = h w_mu + b_mu`` (the mean;
+    no sampling, no dropout), ``scores = tanh(mu w2 + b2) w3 + b3`` (logits: the softmax does not
+    change the ranking). Weights are stored input x output. It reads the current history, so it
+    folds in an updated one without refitting; users are scored in blocks of ``block_users``."""
+
+    kind: ClassVar[str] = "autoencoder"
+    w1: np.ndarray  # items x hidden
+    b1: np.ndarray
+    w_mu: np.ndarray  # hidden x latent
+    b_mu: np.ndarray
+    w2: np.ndarray  # latent x hidden
+    b2: np.ndarray
+    w3: np.ndarray  # hidden x items
+    b3: np.ndarray
+    block_users: int = 1024
+
+    ARRAYS: ClassVar[tuple[str, ...]] = ("w1", "b1", "w_mu", "b_mu", "w2", "b2", "w3", "b3")
+
+    def score(self, users: np.ndarray, ctx: Context) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        out = np.empty((len(users), self.w3.shape[1]), dtype=np.float32)
+        for start in range(0, len(users), self.block_users):
+            x = csr_rows(ctx.seen, users[start : start + self.block_users]).astype(np.float32)
+            norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1), dtype=np.float32)).ravel()
+            x = sp.diags(np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)) @ x
+            h = np.tanh(np.asarray(x @ self.w1, dtype=np.float32) + self.b1)
+            mu = h @ self.w_mu + self.b_mu
+            out[start : start + len(x.indptr) - 1] = np.tanh(mu @ self.w2 + self.b2) @ self.w3 + self.b3
+        return out
+
+    def state(self):
+        return {name: np.asarray(getattr(self, name)) for name in self.ARRAYS}, {}
+
+    @classmethod
+    def from_state(cls, arrays, params, parts):
+        missing = [name for name in cls.ARRAYS if arrays.get(name) is None]
+        if missing:
+            raise ValueError(f"an autoencoder scorer needs arrays {missing}")
+        return cls(**{name: arrays[name] for name in cls.ARRAYS})
+
+    def check(self, n_users, n_items, path="scorer"):
+        arrays = {name: getattr(self, name) for name in self.ARRAYS}
+        shapes = {name: _shape(arrays, name, self.kind, path) for name in self.ARRAYS}
+        _expect(path, self.kind, "w1", shapes["w1"], (n_items, None))
+        hidden = shapes["w1"][1]
+        _expect(path, self.kind, "b1", shapes["b1"], (hidden,))
+        _expect(path, self.kind, "w_mu", shapes["w_mu"], (hidden, None))
+        latent = shapes["w_mu"][1]
+        _expect(path, self.kind, "b_mu", shapes["b_mu"], (latent,))
+        _expect(path, self.kind, "w2", shapes["w2"], (latent, None))
+        _expect(path, self.kind, "b2", shapes["b2"], (shapes["w2"][1],))
+        _expect(path, self.kind, "w3", shapes["w3"], (shapes["w2"][1], n_items))
+        _expect(path, self.kind, "b3", shapes["b3"], (n_items,))
 
 
 @dataclass(kw_only=True)

@@ -29,6 +29,7 @@ class BPR(ImplicitMF):
     (user, positive, negative) triples. Cold users: popularity."""
 
     name = "bpr"
+    no_fold_in = "per-user factors learned by BPR: held-out users have none"
     Config = BPRConfig
 
     def _make(self):

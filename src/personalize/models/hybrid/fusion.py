@@ -116,6 +116,16 @@ class Fusion(Recommender):
         config = cls.Config.model_validate(params)
         return any(get_model_class(spec.type).is_stochastic(spec.params) for spec in config.components)
 
+    @classmethod
+    def fold_in_refusal(cls, params: dict[str, Any]) -> str | None:
+        """The first component's reason for not folding in (None when every one can)."""
+        config = cls.Config.model_validate(params)
+        for spec in config.components:
+            reason = get_model_class(spec.type).fold_in_refusal(spec.params)
+            if reason is not None:
+                return f"component {spec.type!r}: {reason}"
+        return None
+
     # ------------------------------------------------------------------------ fitting
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:

@@ -165,6 +165,7 @@ class TwoTower(TorchRecommender):
     Cold users and never-interacted items are scored from their features (see module doc)."""
 
     name = "two_tower"
+    no_fold_in = "user tower outputs fixed at fit time: held-out users have none"
     family = "hybrid"
     Config = TwoTowerConfig
     handles_cold_users = True

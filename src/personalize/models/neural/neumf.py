@@ -97,6 +97,7 @@ class NeuMF(TorchRecommender):
     """
 
     name = "neumf"
+    no_fold_in = "per-user embeddings learned by NeuMF: held-out users have none"
     Config = NeuMFConfig
 
     def _make_net(self, n_users: int, n_items: int) -> NeuMFNet:

@@ -104,6 +104,7 @@ class RecBolePeer(Recommender):
     family = "peer"
     exportable = False
     Config = PeerConfig
+    no_fold_in = "RecBole scores the user indices it was trained on: held-out users have none"
 
     def _run(self, data_pairs, n_users: int, n_items: int) -> RecBoleRun:
         return RecBoleRun(
