@@ -18,7 +18,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from personalize.config.privacy import CoarsenConfig
 from personalize.config.serving import ExportConfig
 from personalize.core import columns as C
 from personalize.core.errors import DataError
+from personalize.core.findings import Findings
 from personalize.data.consent import GRANTED, PERSONALISATION, PURPOSE, TRAINING, without
 from personalize.data.ingest import Dataset, ingest, load_movielens_100k
 from personalize.data.privacy import Pseudonymiser, canonical
@@ -54,29 +55,6 @@ COARSENINGS: dict[str, dict | None] = {
     "age: 10-year bands, no zip": {"age_band_years": 10, "zip_digits": 0},
     "age: 20-year bands, gender only": {"age_band_years": 20, "zip_digits": 0, "drop": ["occupation"]},
 }
-
-
-@dataclass
-class Findings:
-    """Sentences with numbers; ``numbers`` holds every figure a sentence quotes (the interface of
-    the reports' findings, which this layer may not import: they are sibling layers)."""
-
-    title: str
-    sentences: list[str] = field(default_factory=list)
-    numbers: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, sentence: str, **numbers: Any) -> None:
-        self.sentences.append(sentence)
-        self.numbers.update(numbers)
-
-    def markdown(self) -> str:
-        return f"### {self.title}\n\n" + "\n".join(f"- {s}" for s in self.sentences)
-
-    def _repr_markdown_(self) -> str:
-        return self.markdown()
-
-    def __str__(self) -> str:
-        return self.markdown()
 
 
 @contextlib.contextmanager

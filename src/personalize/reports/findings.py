@@ -12,13 +12,13 @@ its adjustment is over.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from personalize.core import columns as C
+from personalize.core.findings import Findings
 from personalize.data import audit
 from personalize.data.hygiene import HygieneAudit
 from personalize.data.ingest import Dataset
@@ -28,28 +28,6 @@ from personalize.serving.export import ExportResult
 from personalize.tuning.results import TuningResult
 
 TOP_ITEMS = 100  # "popular" in the cold-slice explanation: the most popular items of the training data
-
-
-@dataclass
-class Findings:
-    """Sentences with numbers; ``numbers`` holds every figure a sentence quotes."""
-
-    title: str
-    sentences: list[str] = field(default_factory=list)
-    numbers: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, sentence: str, **numbers: Any) -> None:
-        self.sentences.append(sentence)
-        self.numbers.update(numbers)
-
-    def markdown(self) -> str:
-        return f"### {self.title}\n\n" + "\n".join(f"- {s}" for s in self.sentences)
-
-    def _repr_markdown_(self) -> str:
-        return self.markdown()
-
-    def __str__(self) -> str:
-        return self.markdown()
 
 
 def _signed(mean: float, low: float, high: float) -> str:
