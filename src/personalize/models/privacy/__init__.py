@@ -1,0 +1,1 @@
+"""Differentially private models (user-level): noise mechanisms and models trained with them."""
