@@ -98,13 +98,7 @@ class Context:
 
     def owner(self, rows: np.ndarray) -> np.ndarray:
         """The fitted model's user index of context rows ``rows`` (-1: unknown to it)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if self.owners is None:
-            return rows
-        out = np.full(len(rows), -1, dtype=np.int64)
-        ok = rows >= 0
-        out[ok] = self.owners[rows[ok]]
-        return out
+        return _owner(rows, self.owners)
 
     @property
     def excluded(self) -> sp.csr_matrix:

@@ -42,6 +42,26 @@ class ComponentSpec(StrictModel):
         return grid_points(self.params, self.grid)
 
 
+class ComponentHybrid(Recommender):
+    """Base of the hybrids built from fitted components (``Config.components``): stochastic when a
+    component is, and folding in only when every component does."""
+
+    @classmethod
+    def is_stochastic(cls, params: dict[str, Any]) -> bool:
+        config = cls.Config.model_validate(params)
+        return any(get_model_class(spec.type).is_stochastic(spec.params) for spec in config.components)
+
+    @classmethod
+    def fold_in_refusal(cls, params: dict[str, Any]) -> str | None:
+        """The first component's reason for not folding in (None when every one can)."""
+        config = cls.Config.model_validate(params)
+        for spec in config.components:
+            reason = get_model_class(spec.type).fold_in_refusal(spec.params)
+            if reason is not None:
+                return f"component {spec.type!r}: {reason}"
+        return None
+
+
 def fit_component(
     model_type: str, params: dict[str, Any], seed: int, data: InteractionData, monitor: EpochMonitor | None
 ) -> tuple[Recommender, list[dict]]:

@@ -34,14 +34,14 @@ from personalize import scoring
 from personalize.config.model import ModelConfig
 from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender, Validator
+from personalize.models.base import EpochMonitor, Validator
 from personalize.models.hybrid.components import (
+    ComponentHybrid,
     ComponentSpec,
     components_state,
     fit_components,
     restore_components,
 )
-from personalize.models.registry import get_model_class
 
 _DEFAULT_GRID = [round(0.1 * i, 1) for i in range(11)]
 _CACHE_BYTES = 1 << 30  # component scores kept in memory during the weight search, at most
@@ -99,7 +99,7 @@ def weight_candidates(grid: list[float], n: int) -> list[tuple[float, ...]]:
     return out
 
 
-class Fusion(Recommender):
+class Fusion(ComponentHybrid):
     """Hybrid by fusion: a weighted blend of fitted models, weights chosen on validation.
 
     Per-user min-max score fusion or reciprocal-rank fusion of ``components`` (see the module doc
@@ -109,22 +109,6 @@ class Fusion(Recommender):
     family = "hybrid"
     Config = FusionConfig
     uses_validation = True
-
-    @classmethod
-    def is_stochastic(cls, params: dict[str, Any]) -> bool:
-        """Stochastic when one of its components is (a blend of EASE and content runs once)."""
-        config = cls.Config.model_validate(params)
-        return any(get_model_class(spec.type).is_stochastic(spec.params) for spec in config.components)
-
-    @classmethod
-    def fold_in_refusal(cls, params: dict[str, Any]) -> str | None:
-        """The first component's reason for not folding in (None when every one can)."""
-        config = cls.Config.model_validate(params)
-        for spec in config.components:
-            reason = get_model_class(spec.type).fold_in_refusal(spec.params)
-            if reason is not None:
-                return f"component {spec.type!r}: {reason}"
-        return None
 
     # ------------------------------------------------------------------------ fitting
 

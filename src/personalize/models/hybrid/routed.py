@@ -15,8 +15,6 @@ to, and it equals the best single component when every segment picks it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -27,14 +25,14 @@ from personalize.config.model import ModelConfig
 from personalize.core import columns as C
 from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender, Validator
+from personalize.models.base import EpochMonitor, Validator
 from personalize.models.hybrid.components import (
+    ComponentHybrid,
     ComponentSpec,
     components_state,
     fit_components,
     restore_components,
 )
-from personalize.models.registry import get_model_class
 
 
 class RoutedConfig(ModelConfig):
@@ -72,7 +70,7 @@ class RoutedConfig(ModelConfig):
         return self
 
 
-class Routed(Recommender):
+class Routed(ComponentHybrid):
     """Hybrid by routing: per segment, the component best on that segment's validation users
     (see the module doc)."""
 
@@ -80,21 +78,6 @@ class Routed(Recommender):
     family = "hybrid"
     Config = RoutedConfig
     uses_validation = True
-
-    @classmethod
-    def is_stochastic(cls, params: dict[str, Any]) -> bool:
-        config = cls.Config.model_validate(params)
-        return any(get_model_class(spec.type).is_stochastic(spec.params) for spec in config.components)
-
-    @classmethod
-    def fold_in_refusal(cls, params: dict[str, Any]) -> str | None:
-        """The first component's reason for not folding in (None when every one can)."""
-        config = cls.Config.model_validate(params)
-        for spec in config.components:
-            reason = get_model_class(spec.type).fold_in_refusal(spec.params)
-            if reason is not None:
-                return f"component {spec.type!r}: {reason}"
-        return None
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
         c = self.config
