@@ -102,6 +102,9 @@ class Recommender(ABC):
     #: why a model of this class cannot score a user it never saw from a history given at
     #: scoring time (fold-in; the ``user_holdout`` split needs it); None: it can
     no_fold_in: ClassVar[str | None] = None
+    #: differentially private models: the unit their guarantee protects (``user``: one user's
+    #: whole history; ``event``: one interaction); None: not private
+    dp_unit: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -14,7 +14,9 @@ class ALSConfig(ModelConfig):
     factors: int = Field(default=64, ge=1, description="Latent dimensions.")
     regularization: float = Field(default=5.0, ge=0, description="L2 regularisation of the factors.")
     alpha: float = Field(
-        default=1.0, gt=0, description="Confidence of an observed interaction: c = 1 + alpha."
+        default=1.0,
+        gt=0,
+        description="Confidence of an observed interaction: c = alpha x its weight (implicit's rule).",
     )
     iterations: int = Field(
         default=15, ge=1, description="ALS sweeps (epochs); the best is kept under validation."
@@ -24,7 +26,22 @@ class ALSConfig(ModelConfig):
     )
 
 
-class ALS(ImplicitMF):
+class ALSScoring:
+    """The ``factors`` scorer with implicit's ALS fold-in (a user's vector solved from their
+    history with the model's ``regularization`` and ``alpha``): ALS and private ALS alike."""
+
+    def _scorer(self) -> scoring.Factors:
+        c = self.config  # type: ignore[attr-defined]
+        return scoring.Factors(
+            users=self.user_factors_,  # type: ignore[attr-defined]
+            items=self.item_factors_,  # type: ignore[attr-defined]
+            fold="als",
+            regularization=c.regularization,
+            alpha=c.alpha,
+        )
+
+
+class ALS(ALSScoring, ImplicitMF):
     """Weighted ALS on the binary matrix with confidence alpha; the training loss is implicit's
     weighted squared error. Cold users: popularity."""
 
@@ -48,13 +65,3 @@ class ALS(ImplicitMF):
     def _epoch_loss(self, callback_args: tuple, data: InteractionData) -> float | None:
         loss = callback_args[2] if len(callback_args) > 2 else None
         return None if loss is None else float(loss)
-
-    def _scorer(self) -> scoring.Factors:
-        c = self.config
-        return scoring.Factors(
-            users=self.user_factors_,
-            items=self.item_factors_,
-            fold="als",
-            regularization=c.regularization,
-            alpha=c.alpha,
-        )

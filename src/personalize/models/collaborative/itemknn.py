@@ -18,7 +18,21 @@ class ItemKNNConfig(ModelConfig):
     block_items: int = Field(default=512, ge=1, description="Items per similarity block (memory bound).")
 
 
-class ItemKNN(Recommender):
+class ItemItemWeights:
+    """A model answered by the ``item_item`` scorer from a sparse item x item ``weights_``
+    matrix (ItemKNN and private ItemKNN): the scorer and the saved state."""
+
+    def _scorer(self) -> scoring.ItemItem:
+        return scoring.ItemItem(weights=self.weights_)  # type: ignore[attr-defined]
+
+    def _state(self):
+        return {"weights": self.weights_}  # type: ignore[attr-defined]
+
+    def _set_state(self, state) -> None:
+        self.weights_ = state["weights"].tocsr()
+
+
+class ItemKNN(ItemItemWeights, Recommender):
     """sim(i, j) = x_i . x_j / (||x_i|| ||x_j|| + shrink) over the binary user-item columns,
     sim(i, i) = 0; for every target item j only its ``neighbours`` most similar items i keep
     a weight (as RecBole's ItemKNN). score(u, j) = sum over the user's items i of sim(i, j).
@@ -50,12 +64,3 @@ class ItemKNN(Recommender):
             (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
             shape=(n, n),
         )
-
-    def _scorer(self) -> scoring.ItemItem:
-        return scoring.ItemItem(weights=self.weights_)
-
-    def _state(self):
-        return {"weights": self.weights_}
-
-    def _set_state(self, state) -> None:
-        self.weights_ = state["weights"].tocsr()

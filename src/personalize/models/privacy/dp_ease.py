@@ -19,41 +19,22 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from personalize import scoring
-from personalize.config.model import ModelConfig
-from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
 from personalize.models.base import EpochMonitor
 from personalize.models.baselines.popularity import StaticScores
 from personalize.models.collaborative.ease import EASE
-from personalize.models.privacy.mechanisms import DPSpec, analytic_gaussian_sigma, clip_rows
+from personalize.models.privacy.mechanisms import (
+    DPConfig,
+    DPSpec,
+    analytic_gaussian_sigma,
+    clip_rows,
+    resolve_delta,
+)
 
 MECHANISM = "analytic_gaussian"
-
-
-class DPConfig(ModelConfig):
-    epsilon: float | None = Field(
-        default=None, gt=0, description="Privacy budget (user-level); null: not private (no noise)."
-    )
-    delta: float | None = Field(
-        default=None,
-        gt=0,
-        lt=1,
-        description="Privacy delta; null: 1 / (10 n), n = users with training rows; must be below 1 / n.",
-    )
-    clip: float | None = Field(
-        default=1.0,
-        gt=0,
-        description="L2 bound on each user's row; null: no clipping (only without epsilon).",
-    )
-
-    @model_validator(mode="after")
-    def _noise_needs_clipping(self):
-        if self.epsilon is not None and self.clip is None:
-            raise ValueError("clip: a private model (epsilon set) needs a clipping norm")
-        return self
 
 
 def dp_spec(config: DPConfig, n_users: int, sensitivity: float | None) -> DPSpec:
@@ -61,12 +42,7 @@ def dp_spec(config: DPConfig, n_users: int, sensitivity: float | None) -> DPSpec
     delta defaults to 1 / (10 n_users) and must stay below 1 / n_users (ConfigError otherwise)."""
     if config.epsilon is None:
         return DPSpec("user", None, None, config.clip, 0.0, "none")
-    delta = config.delta if config.delta is not None else 1.0 / (10.0 * max(n_users, 1))
-    if delta >= 1.0 / max(n_users, 1):
-        raise ConfigError(
-            f"delta: {delta} is not below 1 / number of users (1 / {n_users}); a guarantee with such a "
-            "delta allows publishing one user's data outright"
-        )
+    delta = resolve_delta(config.epsilon, config.delta, n_users, "user")
     sigma = analytic_gaussian_sigma(config.epsilon, delta, float(sensitivity))
     return DPSpec("user", config.epsilon, delta, config.clip, sigma, MECHANISM)
 
@@ -87,9 +63,28 @@ def symmetric_noise(n: int, sigma: float, rng: np.random.Generator) -> np.ndarra
     return upper + np.triu(upper, 1).T
 
 
+def noisy_clipped_gram(matrix, config: DPConfig, seed: int) -> tuple[np.ndarray, DPSpec]:
+    """The released Gram matrix of the row-clipped ``matrix`` and its guarantee: G = X_c^T X_c
+    (sensitivity clip^2, module doc) plus, when ``config.epsilon`` is set, one symmetric Gaussian
+    draw (:func:`symmetric_noise`, rng seeded by ``seed``) of the analytic sigma; without epsilon,
+    the clipped Gram itself (sigma 0). Shared by DP-EASE and DP-ItemKNN."""
+    clip = config.clip
+    spec = dp_spec(config, _n_units(matrix), None if clip is None else clip**2)
+    gram = clipped_gram(matrix, clip)
+    if config.epsilon is not None:
+        gram += symmetric_noise(gram.shape[0], spec.sigma, np.random.default_rng(seed))
+    return gram, spec
+
+
 class DPEASEConfig(DPConfig):
     l2: float = Field(
         default=250.0, gt=0, description="L2 regularisation lambda added to the noisy Gram diagonal."
+    )
+    rank: int | None = Field(
+        default=None,
+        ge=1,
+        description="Keep the top `rank` eigen-directions of the noisy Gram matrix (a low-rank ridge "
+        "autoencoder; the noise spreads over every direction, the signal over few); null: full EASE.",
     )
 
 
@@ -97,9 +92,18 @@ class DPEASE(EASE):
     """EASE solved from a noisy clipped Gram matrix: G~ = X_c^T X_c + N (N symmetric Gaussian,
     sigma from the analytic mechanism at (epsilon, delta) for sensitivity clip^2),
     P = (G~ + l2 I)^-1, B = -P / diag(P) (column-wise), diag(B) = 0; score(u) = x_u B.
+
+    With ``rank`` k: G~ = V diag(w) V^T (eigendecomposition), and from its k largest eigenvalues
+    B = V_k diag(w+ / (w+ + l2)) V_k^T with diag(B) = 0 (w+ = max(w, 0)): the ridge-regularised
+    linear autoencoder restricted to the top k directions. The noise N has about the same energy
+    in every direction (its eigenvalues lie within about 2 sigma sqrt(items)), while the signal
+    lives in few, so truncation removes most of the noise; at small epsilon that is what keeps any
+    signal. Post-processing of G~: no further budget.
+
     Private: the popularity fallback is diag(G~) (post-processing, no further budget)."""
 
     name = "dp_ease"
+    dp_unit = "user"
     Config = DPEASEConfig
 
     @classmethod
@@ -107,17 +111,19 @@ class DPEASE(EASE):
         return params.get("epsilon") is not None
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
-        x = data.matrix
-        clip = self.config.clip
-        self.dp_ = dp_spec(self.config, _n_units(x), None if clip is None else clip**2)
-        gram = clipped_gram(x, clip)
+        gram, self.dp_ = noisy_clipped_gram(data.matrix, self.config, self.seed)
         if self.config.epsilon is not None:
-            rng = np.random.default_rng(self.seed)
-            gram += symmetric_noise(gram.shape[0], self.dp_.sigma, rng)
             self.popularity_ = np.diag(gram).astype(np.float32)
-        gram[np.diag_indices_from(gram)] += self.config.l2
-        p = np.linalg.inv(gram)
-        b = p / -np.diag(p)[None, :]
+        c = self.config
+        if c.rank is not None:
+            w, v = np.linalg.eigh(gram)
+            top = np.argsort(w)[::-1][: c.rank]
+            w = np.maximum(w[top], 0.0)
+            b = (v[:, top] * (w / (w + c.l2))) @ v[:, top].T
+        else:
+            gram[np.diag_indices_from(gram)] += c.l2
+            p = np.linalg.inv(gram)
+            b = p / -np.diag(p)[None, :]
         np.fill_diagonal(b, 0.0)
         self.weights_ = b.astype(np.float32)
 
@@ -130,6 +136,7 @@ class DPPopularity(StaticScores):
     with Gaussian noise (sensitivity clip, analytic mechanism); the same for every user."""
 
     name = "dp_popularity"
+    dp_unit = "user"
     Config = DPConfig
 
     @classmethod
