@@ -10,6 +10,7 @@ from personalize.config import parse_overrides
 from personalize.core.errors import ConfigError
 from personalize.models.registry import get_model_class
 from personalize.recipe import describe_defaults, load_experiment, run_experiment
+from personalize.recipe.curve import expand_spec
 from samples import EVENTS_EXPERIMENT, in_folder
 
 EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
@@ -101,6 +102,14 @@ def test_every_experiment_file_runs_on_tiny_data(path, request):
     if path == EVENTS_EXPERIMENT:  # its files are written by `personalize sample-events`
         config = in_folder(config, request.getfixturevalue("events_sample"))
     config = _shrink(config)
+    metric = config.evaluation.primary_metric
+    if config.privacy_curve is not None:  # every private model at each point of a two-point curve
+        curve = config.privacy_curve.model_copy(update={"epsilons": [1.0, 8.0]})
+        config = config.model_copy(update={"privacy_curve": curve})
+        result = run_experiment(config, track=False, progress=False, echo=None)
+        assert len(result.table) == sum(len(expand_spec(m, config)) for m in config.models)
+        assert result.table[metric].between(0, 1).all()
+        return
     result = run_experiment(config, track=False, progress=False, echo=None)
     assert len(result.leaderboard) == len(config.models)
-    assert result.leaderboard[config.evaluation.primary_metric].between(0, 1).all()
+    assert result.leaderboard[metric].between(0, 1).all()

@@ -567,6 +567,30 @@ def privacy_record(
     typer.echo(f"Record of processing: {record}\nNotice to end users: {notice}")
 
 
+@privacy_app.command("curve")
+def privacy_curve(
+    experiment: Annotated[
+        str, typer.Option(help="MLflow experiment holding the curve (the privacy_curve file's name).")
+    ] = "ml100k_privacy",
+    figure: Annotated[Path | None, typer.Option(help="Also save the curve's figure (PNG) here.")] = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Print the newest logged privacy-utility curve (`personalize run experiments/ml100k_privacy.yaml`
+    logs it) as a Markdown table, and optionally save its figure; nothing is recomputed."""
+    from personalize.privacy.dp import curve_figure, curve_view, load_curve
+
+    try:
+        record, _ = load_curve(experiment, tracking_uri, run_tiny_if_missing=False)
+    except PersonalizeError as exc:
+        _fail(exc)
+    typer.echo(f"{record.experiment}: run {record.run_id}, {record.started:%Y-%m-%d %H:%M} UTC")
+    typer.echo(curve_view(record).to_markdown(index=False))
+    if figure is not None:
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        curve_figure(record).savefig(figure)
+        typer.echo(f"Figure: {figure}")
+
+
 subject_app = typer.Typer(
     no_args_is_help=True,
     help="Data-subject rights: what the lab holds about a user (access), and erasing them (forget).",

@@ -62,6 +62,15 @@ class EvaluationConfig(StrictModel):
     memory_budget_mb: int = Field(
         default=256, ge=8, description="Memory for one block of users' scores during ranking."
     )
+    membership_attack: bool = Field(
+        default=False,
+        description=(
+            "Run a loss-threshold membership-inference attack on every test model (AUC with an "
+            "interval): on a fold-in split (user_holdout) members are training users and "
+            "non-members test users (user-level); otherwise members are training interactions and "
+            "non-members test interactions (event-level)."
+        ),
+    )
 
     @field_validator("ks")
     @classmethod

@@ -25,6 +25,7 @@ from pydantic import (
 
 from personalize.config.audit import AuditConfig
 from personalize.config.base import StrictModel
+from personalize.config.curve import PrivacyCurveConfig
 from personalize.config.data import DataConfig
 from personalize.config.evaluation import EvaluationConfig, check_metric
 from personalize.config.model import ModelSpec, format_errors
@@ -104,6 +105,13 @@ class ExperimentConfig(StrictModel):
     online: OnlineConfig = Field(default_factory=OnlineConfig)
     replay: ReplayConfig = Field(
         default_factory=ReplayConfig, description="Prequential replay (personalize replay)."
+    )
+    privacy_curve: PrivacyCurveConfig | None = Field(
+        default=None,
+        description=(
+            "Run every differentially private model at each point of a privacy-utility curve "
+            "(config/curve.py); null: models run as written."
+        ),
     )
 
     @model_validator(mode="after")

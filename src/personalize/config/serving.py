@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -68,6 +69,29 @@ class ServedOnlineConfig(StrictModel):
         return self
 
 
+class PrivateFallbackConfig(StrictModel):
+    """The exported popularity fallback (what cold and unknown users get) as user-level private
+    noisy item counts (:func:`personalize.models.privacy.aggregates.noisy_item_counts`)."""
+
+    epsilon: float = Field(gt=0, description="Privacy budget of the released counts (one user's history).")
+    mechanism: Literal["laplace", "gaussian"] = Field(
+        default="laplace",
+        description="laplace: pure epsilon-DP, each user counts at most max_items_per_user items; "
+        "gaussian: (epsilon, delta)-DP, each user's row scaled to L2 norm sqrt(max_items_per_user).",
+    )
+    delta: float | None = Field(
+        default=None, gt=0, lt=1, description="gaussian only; null: 1 / (10 x users), below 1 / users."
+    )
+    max_items_per_user: int = Field(default=50, ge=1, description="Contribution bound per user.")
+    seed: int = Field(default=0, description="Seed of the noise and of the per-user subsets.")
+
+    @model_validator(mode="after")
+    def _delta_is_gaussian(self) -> PrivateFallbackConfig:
+        if self.mechanism == "laplace" and self.delta is not None:
+            raise ValueError("delta: the laplace mechanism has delta 0; set mechanism: gaussian to use delta")
+        return self
+
+
 class ExportConfig(StrictModel):
     """Export the champion (best validation metric among exportable models) at the end of a run."""
 
@@ -101,6 +125,14 @@ class ExportConfig(StrictModel):
     online: ServedOnlineConfig = Field(
         default_factory=ServedOnlineConfig,
         description="Online fold-in at request time: the Redis store of events after the fit.",
+    )
+    private_fallback: PrivateFallbackConfig | None = Field(
+        default=None,
+        description=(
+            "Ship the popularity fallback as noisy counts with a stated epsilon (null: exact counts). "
+            "It covers the fallback only: the scorer's own state is as private as the model "
+            "(a dp_* model for a private one)."
+        ),
     )
 
     @field_validator("registered_model", "alias")

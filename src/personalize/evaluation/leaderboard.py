@@ -16,6 +16,7 @@ from personalize.config import EvaluationConfig
 from personalize.core import columns as C
 from personalize.core.metrics import MetricName
 from personalize.evaluation.evaluator import EvaluationResult
+from personalize.evaluation.membership import AttackResult
 from personalize.evaluation.metrics import registered
 from personalize.evaluation.stats import bootstrap_ci, holm, paired_test
 
@@ -39,6 +40,9 @@ class SeedOutcome:
     selected_params: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     grid: list[dict] = field(default_factory=list)  # validation value of every grid point
+    privacy: dict = field(default_factory=dict)  # a private model's guarantee (DPSpec.params())
+    epsilon_history: list[float] = field(default_factory=list)  # DP-SGD: epsilon spent after each epoch
+    attack: AttackResult | None = None  # evaluation.membership_attack: on the test model
 
 
 @dataclass

@@ -39,3 +39,17 @@ class ExperimentResult:
         if self.experiment_id is None:
             return None
         return run_url(self.experiment_id, self.parent_run_id, port)
+
+
+@dataclass
+class CurveResult:
+    """The privacy-utility curve: each unit's experiment and the curve table
+    (:func:`personalize.evaluation.privacy_curve.curve_table`)."""
+
+    config: ExperimentConfig
+    parts: list[ExperimentResult]
+    table: pd.DataFrame
+    metric: str
+    experiment_id: str | None = None
+    run_id: str | None = None
+    tracking_uri: str | None = None

@@ -25,12 +25,15 @@ from personalize.evaluation.breakdown import (
     segment_table,
 )
 from personalize.evaluation.leaderboard import ModelOutcome, format_leaderboard, leaderboard, long_table
+from personalize.evaluation.privacy_curve import curve_table, format_curve
 from personalize.models.registry import get_model_class
+from personalize.recipe.curve import curve_parts
 from personalize.recipe.export import export_after_run
 from personalize.recipe.loading import load_experiment, reload
-from personalize.recipe.result import ExperimentResult
+from personalize.recipe.result import CurveResult, ExperimentResult
 from personalize.recipe.steps import fit_and_evaluate, load_data, model_seeds, prepare_split, split_seeds
 from personalize.tracking import runs as tlog
+from personalize.tracking.curve import CurveLogger
 
 Echo = Callable[[str], None]
 
@@ -47,8 +50,9 @@ def run_experiment(
     echo: Echo | None = print,
     parent_run=None,
     dataset: Dataset | None = None,
-) -> ExperimentResult:
-    """Run an experiment end to end and log it to MLflow (``track=False``: no logging).
+) -> ExperimentResult | CurveResult:
+    """Run an experiment end to end and log it to MLflow (``track=False``: no logging). An
+    experiment with a ``privacy_curve`` section runs the curve (:func:`run_privacy_curve`).
 
     ``parent_run`` (a :class:`~personalize.tracking.RunHandle`) nests the experiment's run under
     another one, e.g. a tuning session's final comparison; ``dataset`` is the ingested
@@ -58,8 +62,20 @@ def run_experiment(
         config = load_experiment(config, overrides)
     elif overrides:
         config = reload(config, overrides)
-    say = echo or (lambda _msg: None)
+    if config.privacy_curve is not None:
+        return run_privacy_curve(config, track=track, progress=progress, echo=echo, dataset=dataset)
+    return _run_one(config, track, progress, echo, parent_run, dataset)
 
+
+def _run_one(
+    config: ExperimentConfig,
+    track: bool,
+    progress: bool,
+    echo: Echo | None,
+    parent_run,
+    dataset: Dataset | None,
+) -> ExperimentResult:
+    say = echo or (lambda _msg: None)
     dataset = dataset or load_data(config)
     say(f"\nData: {dataset.name} (fingerprint {dataset.fingerprint[:12]})")
     say(dataset.report.summary().to_markdown(index=False))
@@ -141,6 +157,57 @@ def run_experiment(
     if config.export.enabled:
         export_after_run(result, tracked=logger is not None, progress=progress, echo=echo)
     return result
+
+
+def run_privacy_curve(
+    config: ExperimentConfig,
+    *,
+    track: bool = True,
+    progress: bool = True,
+    echo: Echo | None = print,
+    dataset: Dataset | None = None,
+) -> CurveResult:
+    """The privacy-utility curve (``privacy_curve:``, :mod:`personalize.recipe.curve`): each
+    unit's models run as one experiment (nested under the curve's MLflow run), then the curve
+    table with the membership attack beside its ceiling, and its figure."""
+    say = echo or (lambda _msg: None)
+    if not config.evaluation.membership_attack:
+        config = config.model_copy(
+            update={"evaluation": config.evaluation.model_copy(update={"membership_attack": True})}
+        )
+    parts = curve_parts(config)
+    dataset = dataset or load_data(config)
+    logger = CurveLogger(config) if track else None
+    results: list[ExperimentResult] = []
+    try:
+        for part in parts:
+            say(f"\n=== {part.unit}-level models on split {part.config.split.name} ===")
+            results.append(
+                _run_one(part.config, track, progress, echo, logger.run if logger else None, dataset)
+            )
+        metric = config.evaluation.primary_metric
+        entries = []
+        for part, result in zip(parts, results):
+            board = result.leaderboard.set_index("model")
+            for outcome in result.outcomes:
+                entries.append(
+                    (part.points[outcome.label], outcome, board.loc[outcome.label], part.config.split.name)
+                )
+        table = curve_table(entries, metric)
+        if logger:
+            logger.finish(table, metric, dataset.fingerprint)
+    except BaseException:
+        if logger:
+            logger.fail()
+        raise
+    say("\nPrivacy-utility curve (test; attack AUC beside the ceiling the guarantee sets):")
+    say(format_curve(table, metric).to_markdown(index=False))
+    curve = CurveResult(config, results, table, metric)
+    if logger:
+        curve.experiment_id = logger.tracker.experiment_id
+        curve.run_id = logger.run.run_id
+        curve.tracking_uri = logger.tracker.uri
+    return curve
 
 
 def _by_segment(result: ExperimentResult, segmentation) -> None:

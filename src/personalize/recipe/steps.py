@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
@@ -24,6 +25,7 @@ from personalize.evaluation.evaluator import (
     make_target,
 )
 from personalize.evaluation.leaderboard import SeedOutcome
+from personalize.evaluation.membership import AttackResult, event_attack, user_attack
 from personalize.evaluation.monitor import ValidationMonitor
 from personalize.models.base import Recommender
 from personalize.models.registry import create_model, get_model_class
@@ -42,6 +44,10 @@ class PreparedSplit:
     test_target: EvalTarget
     genres: sp.csr_matrix | None
     segmentation: Segmentation | None = None  # segments.enabled: fitted on this split's train part
+    #: the membership attack's non-members: on a fold-in split the test users' full histories
+    #: (input and target, training weights; users x items), otherwise the test interactions'
+    #: (user index, item index) pairs; None without evaluation.membership_attack
+    nonmembers: sp.csr_matrix | tuple[np.ndarray, np.ndarray] | None = None
 
 
 def load_data(config: ExperimentConfig) -> Dataset:
@@ -87,7 +93,11 @@ def prepare_split(dataset: Dataset, config: ExperimentConfig, seed: int) -> Prep
             split.train, index, segmentation.users_table(split.users, train), split.items, events
         )
         tv = InteractionData.build(train_valid, index, _with(split.users, test_segments), split.items, events)
+    nonmembers = None
+    if ev.membership_attack:
+        nonmembers = _nonmembers(split, index, events)
     return PreparedSplit(
+        nonmembers=nonmembers,
         split=split,
         index=index,
         train=train,
@@ -116,6 +126,45 @@ def prepare_split(dataset: Dataset, config: ExperimentConfig, seed: int) -> Prep
         ),
         genres=genre_matrix(train.items),
         segmentation=segmentation,
+    )
+
+
+def _nonmembers(split: Split, index: IdIndex, events) -> sp.csr_matrix | tuple[np.ndarray, np.ndarray]:
+    """Non-members of the membership attack (see :attr:`PreparedSplit.nonmembers`)."""
+    if split.folds_in:
+        rows = pd.concat([split.test_input, split.test], ignore_index=True)
+        empty = pd.DataFrame(columns=[C.USER])
+        data = InteractionData.build(rows, index, empty, pd.DataFrame({C.ITEM: index.items}), events)
+        users = np.unique(index.user_index(split.test[C.USER].to_numpy()))
+        return data.matrix[users]
+    return index.user_index(split.test[C.USER].to_numpy()), index.item_index(split.test[C.ITEM].to_numpy())
+
+
+def membership_attack(
+    model: Recommender,
+    fitted_on: InteractionData,
+    prepared: PreparedSplit,
+    seed: int,
+    config: ExperimentConfig,
+) -> AttackResult:
+    """The membership attack (:mod:`personalize.evaluation.membership`) on ``model``, fitted on
+    ``fitted_on``: user-level on a fold-in split (members: every user with rows in ``fitted_on``),
+    event-level otherwise (members: the pairs of ``fitted_on``; non-members: test pairs not also
+    in it, e.g. a repeated interaction)."""
+    ev = config.evaluation
+    matrix = fitted_on.matrix
+    if prepared.split.folds_in:
+        return user_attack(model, matrix, prepared.nonmembers, ev.bootstrap_resamples, ev.confidence, seed)
+    users, items = prepared.nonmembers
+    fresh = np.asarray(matrix[users, items]).ravel() == 0
+    member = matrix.tocoo()
+    return event_attack(
+        model,
+        (member.row, member.col),
+        (users[fresh], items[fresh]),
+        resamples=ev.bootstrap_resamples,
+        confidence=ev.confidence,
+        seed=seed,
     )
 
 
@@ -190,6 +239,11 @@ def fit_and_evaluate(
     t0 = time.perf_counter()
     test = evaluator.evaluate(final, prepared.test_target) if evaluate_test else valid
     eval_seconds = time.perf_counter() - t0
+    attack = None
+    if evaluate_test and config.evaluation.membership_attack:
+        fitted_on = prepared.train_valid if final is not model else prepared.train
+        attack = membership_attack(final, fitted_on, prepared, seed, config)
+    dp = getattr(final, "dp_", None)
     outcome = SeedOutcome(
         seed=seed,
         valid=valid,
@@ -201,5 +255,8 @@ def fit_and_evaluate(
         selected_params=selected.model_dump(mode="json"),
         history=list(monitor.history) if monitor else [],
         grid=grid_rows,
+        privacy=dp.params() if dp is not None else {},
+        epsilon_history=[float(e) for e in getattr(final, "epsilon_history_", [])],
+        attack=attack,
     )
     return outcome, final

@@ -28,6 +28,7 @@ from personalize.data.events import EventPolicy
 from personalize.data.ingest import Dataset
 from personalize.data.matrix import IdIndex, InteractionData
 from personalize.models.base import Recommender
+from personalize.models.privacy.aggregates import noisy_item_counts
 from personalize.models.registry import create_model
 from personalize.segments.pipeline import fit_segmentation
 from personalize.serving.champion import Candidate
@@ -63,12 +64,27 @@ def write_state(
     """Write the fitted ``model``'s serving state (its scorer, ID maps, seen items, popularity,
     the ``segments`` when given, and the event types' weights and exclusion rule, so that
     events folded in at request time weigh as in training) to ``folder`` with the shipped codec.
+    With ``config.private_fallback`` the popularity is the noisy counts of the model's training
+    histories (its guarantee in ``info["private_fallback"]``).
 
     ``consent``: the dataset's consent table (:mod:`personalize.data.consent`; None: none
     configured). With it, the state lists the users without ``personalisation`` consent (no
     record: not granted), whom the served model answers non-personalised; the list is a state
     file, so it is part of the state hash and a withdrawal makes a new registry version."""
     settings = {"default_k": config.default_k, "max_k": config.max_k, "max_rows": config.max_rows}
+    popularity = model.popularity_
+    private = config.private_fallback
+    if private is not None:
+        counts, spec = noisy_item_counts(
+            model.seen_,
+            private.epsilon,
+            private.delta,
+            private.mechanism,
+            private.max_items_per_user,
+            np.random.default_rng(private.seed),
+        )
+        popularity = counts.astype(np.float32)
+        info = {**(info or {}), "private_fallback": spec.params()}
     if events is not None:
         settings["events"] = scoring.EventRules(
             dict(events.weights), frozenset(events.relevant), events.seen
@@ -79,7 +95,7 @@ def write_state(
         model.index_.users,
         model.index_.items,
         model.seen_,
-        model.popularity_,
+        popularity,
         settings=settings,
         info=info,
         exclude=model.exclude_,

@@ -73,6 +73,12 @@ class SeedRun:
         )
         if outcome.grid:
             h.log_table(pd.DataFrame(outcome.grid), "grid.csv")
+        if outcome.privacy:
+            h.log_params({"privacy": outcome.privacy})
+        for epoch, spent in enumerate(outcome.epsilon_history, start=1):
+            h.log_metrics({"dp_epsilon_spent": spent}, step=epoch)
+        if outcome.attack is not None:
+            h.log_metrics(outcome.attack.metrics())
         if outcome.history:
             monitored = [k for k in outcome.history[-1] if k.startswith("valid_")]
             best = [row for row in outcome.history if row["epoch"] == outcome.best_epoch]
@@ -238,6 +244,14 @@ class ExperimentLogger:
                 metrics[f"n_test_users_{name}"] = int(mask.sum())
                 for col in metric_cols:
                     metrics[col.prefixed(f"test_{name}")] = float(per_user.loc[mask, str(col)].mean())
+        attacks = [s.attack for s in outcome.seeds if s.attack is not None]
+        if attacks:
+            metrics["attack_auc"] = float(np.mean([a.auc for a in attacks]))
+        if outcome.seeds and outcome.seeds[0].privacy:
+            handle.log_params({"privacy": outcome.seeds[0].privacy})
+            spent = [s.epsilon_history[-1] for s in outcome.seeds if s.epsilon_history]
+            if spent:
+                metrics["dp_epsilon_spent"] = float(np.mean(spent))
         handle.log_metrics(metrics)
         recs = pd.concat(
             [s.test.recommendations.assign(seed=s.seed) for s in outcome.seeds], ignore_index=True

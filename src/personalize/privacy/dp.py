@@ -1,0 +1,158 @@
+"""The differential-privacy part of notebook 07: the privacy-utility curve and the membership
+attack, read back from MLflow (``personalize run experiments/ml100k_privacy.yaml`` computes
+them), shown as a table and a figure, and what they say.
+
+:func:`load_curve` reads the newest logged curve. On a store that has none (a fresh clone), it
+can run the tiny version of the same experiment file (:func:`tiny_config`: 150 users, epsilon 1
+and 8, one seed, at most 3 epochs, the first value of each grid), which takes about a minute and
+says so; its numbers show the mechanics, not the lab's result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from personalize.config import ExperimentConfig
+from personalize.core.errors import PersonalizeError
+from personalize.core.findings import Findings
+from personalize.core.paths import experiments_dir
+from personalize.evaluation.privacy_curve import CLIPPING_ONLY, NON_PRIVATE, format_curve, plot_curve
+from personalize.recipe import load_experiment, run_experiment
+from personalize.tracking.curve import CurveRecord, latest_curve
+
+EXPERIMENT_FILE = experiments_dir() / "ml100k_privacy.yaml"
+TINY_USERS = 150
+TINY_EPSILONS = [1.0, 8.0]
+TINY_EPOCHS = 3
+
+
+def tiny_config(path: str | Path = EXPERIMENT_FILE, users: int = TINY_USERS) -> ExperimentConfig:
+    """The experiment at ``path`` made tiny: ``users`` sampled users, epsilon 1 and 8, the first
+    seed, at most 3 epochs for models that train in epochs, the first value of every grid."""
+    config = load_experiment(path)
+    data = config.model_dump(mode="json")
+    data["name"] = f"{config.name}_tiny"
+    data["data"]["sample_users"] = users
+    data["seeds"] = config.seeds[:1]
+    data["privacy_curve"]["epsilons"] = TINY_EPSILONS
+    data["evaluation"]["bootstrap_resamples"] = 200
+    for model in data["models"]:
+        if "epochs" in model["params"]:
+            model["params"]["epochs"] = min(int(model["params"]["epochs"]), TINY_EPOCHS)
+        model["grid"] = {k: v[:1] for k, v in model["grid"].items()}
+    return load_experiment(data=data)
+
+
+def load_curve(
+    experiment: str = "ml100k_privacy", uri: str | None = None, run_tiny_if_missing: bool = True
+) -> tuple[CurveRecord, bool]:
+    """The newest logged curve of ``experiment`` and whether it is the tiny stand-in (run now,
+    into the same store, only when the store has no curve and ``run_tiny_if_missing``)."""
+    try:
+        return latest_curve(experiment, uri), False
+    except PersonalizeError:
+        if not run_tiny_if_missing:
+            raise
+    tiny = tiny_config()
+    run_experiment(tiny, echo=None, progress=False)
+    return latest_curve(tiny.name, uri), True
+
+
+def curve_view(record: CurveRecord) -> pd.DataFrame:
+    """The curve as people read it (mean [95% interval] cells, the attack beside its ceiling)."""
+    return format_curve(record.table, record.metric)
+
+
+def curve_figure(record: CurveRecord):
+    title = f"{record.experiment}: privacy against accuracy (test)"
+    return plot_curve(record.table, record.metric, title=title)
+
+
+def _value(table: pd.DataFrame, model: str, point: str, column: str) -> float | None:
+    rows = table[(table["model"] == model) & (table["point"] == point)]
+    return None if rows.empty else float(rows.iloc[0][column])
+
+
+def dp_findings(record: CurveRecord, tiny: bool, f: Findings | None = None) -> Findings:
+    """What the curve says, with the numbers it quotes (added to ``f`` when given)."""
+    f = f or Findings("What we found")
+    t, m = record.table, record.metric
+    user = t[t["unit"] == "user"]
+    private = user[user["epsilon"].notna() & (user["model"] != "dp_popularity")]
+    what = "the tiny stand-in curve (150 users, one seed: mechanics only)" if tiny else "the logged curve"
+    ease = _value(t, "dp_ease", NON_PRIVATE, m)
+    at8 = private[private["epsilon"] == 8.0]
+    if ease is not None and not at8.empty:
+        best = at8.loc[at8[m].idxmax()]
+        share = float(best[m]) / ease if ease else float("nan")
+        f.add(
+            f"In {what} (run {record.run_id[:8]}, {record.started:%Y-%m-%d}), the best user-level private "
+            f"model at epsilon 8 is {best['model']} with test {m.upper()} {best[m]:.4f}, "
+            f"{share:.0%} of non-private EASE on the same split ({ease:.4f}); "
+            + ("at least" if share >= 2 / 3 else "below")
+            + " the two thirds the lab aims for.",
+            best_at_8=str(best["model"]),
+            best_at_8_value=round(float(best[m]), 4),
+            ease_non_private=round(ease, 4),
+            share_of_ease_at_8=round(share, 3),
+        )
+    beats = []
+    for eps in sorted(e for e in user["epsilon"].dropna().unique() if e <= 2):
+        floor = _value(t, "dp_popularity", f"eps={eps:g}", m)
+        here = private[private["epsilon"] == eps]
+        if floor is None or here.empty:
+            continue
+        top = here.loc[here[m].idxmax()]
+        beats.append((eps, str(top["model"]), float(top[m]), floor, bool(top[f"{m} low"] > floor)))
+    if beats:
+
+        def verdict(v: float, floor: float, clear: bool) -> str:
+            if clear:
+                return " (interval above the floor)"
+            return " (above, interval overlaps)" if v > floor else " (below)"
+
+        f.add(
+            "Against DP popularity (the floor) at epsilon 2 or less: "
+            + "; ".join(
+                f"epsilon {e:g}: {name} {v:.4f} vs {floor:.4f}" + verdict(v, floor, clear)
+                for e, name, v, floor, clear in beats
+            )
+            + ".",
+            beats_floor={f"{e:g}": v > floor for e, _, v, floor, _ in beats},
+        )
+    attacked = user[user["attack AUC"].notna() & (user["model"] != "dp_popularity")]
+    if not attacked.empty:
+        np_auc = attacked[attacked["point"] == NON_PRIVATE]["attack AUC"]
+        clip_auc = attacked[attacked["point"] == CLIPPING_ONLY]["attack AUC"]
+        low_eps = attacked["epsilon"].min()
+        low_auc = attacked[attacked["epsilon"] == low_eps]["attack AUC"]
+        over = attacked[attacked["AUC bound"].notna() & (attacked["AUC low"] > attacked["AUC bound"])]
+        f.add(
+            f"The user-level loss attack reaches AUC up to {np_auc.max():.3f} against the non-private "
+            f"models, {clip_auc.max():.3f} with clipping alone and at most {low_auc.max():.3f} at epsilon "
+            f"{low_eps:g} (0.5 is guessing); "
+            + (
+                "no private model's interval lies above the ceiling its epsilon sets."
+                if over.empty
+                else f"{len(over)} rows lie above their ceiling, which would contradict the guarantee."
+            ),
+            attack_auc_non_private=round(float(np_auc.max()), 3) if len(np_auc) else None,
+            attack_auc_clipping=round(float(clip_auc.max()), 3) if len(clip_auc) else None,
+            attack_auc_lowest_epsilon=round(float(low_auc.max()), 3),
+            attack_over_ceiling=len(over),
+        )
+    event = t[t["unit"] == "event"]
+    if not event.empty:
+        base = _value(t, str(event.iloc[0]["model"]), NON_PRIVATE, m)
+        at8e = event[event["epsilon"] == 8.0]
+        if base is not None and not at8e.empty:
+            f.add(
+                f"Event-level {event.iloc[0]['model']} (one interaction protected, not one user; on "
+                f"{event.iloc[0]['split']}) scores {float(at8e.iloc[0][m]):.4f} at epsilon 8 against "
+                f"{base:.4f} without privacy.",
+                event_at_8=round(float(at8e.iloc[0][m]), 4),
+                event_non_private=round(base, 4),
+            )
+    return f
