@@ -98,7 +98,10 @@ def events_sample(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_every_experiment_file_runs_on_tiny_data(path, request):
-    config = load_experiment(path, ["data.sample_users=40", "data.write_processed=false"])
+    overrides = ["data.sample_users=40", "data.write_processed=false"]
+    if load_experiment(path).data.source == "synthetic":  # a tiny log of the same structure
+        overrides.append("data.synthetic.interactions=20000")
+    config = load_experiment(path, overrides)
     if path == EVENTS_EXPERIMENT:  # its files are written by `personalize sample-events`
         config = in_folder(config, request.getfixturevalue("events_sample"))
     config = _shrink(config)

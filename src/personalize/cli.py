@@ -298,6 +298,57 @@ def sample_events(
 
 
 @app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder to write the log to (must not exist yet).")],
+    interactions: Annotated[int, typer.Option(help="Events to generate.")] = 100_000,
+    users: Annotated[int | None, typer.Option(help="Users (default: interactions / 100).")] = None,
+    items: Annotated[int | None, typer.Option(help="Items (default: interactions / 500).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every draw.")] = 0,
+    format: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    clusters: Annotated[int, typer.Option(help="Latent taste clusters.")] = 20,
+    duplicate_share: Annotated[float, typer.Option(help="Exact duplicate rows, share of events.")] = 0.001,
+    malformed_share: Annotated[float, typer.Option(help="Malformed lines, share of events (csv).")] = 0.0,
+) -> None:
+    """Write a synthetic interaction log (users, items, one file per event type, the generating
+    parameters and generator.json) that an experiment reads as files (data.source: files)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from personalize.config.model import format_errors
+    from personalize.config.synthetic import SyntheticConfig
+    from personalize.core.errors import ConfigError
+    from personalize.data.synthetic import generate as write_log
+
+    try:
+        try:
+            config = SyntheticConfig(
+                interactions=interactions,
+                users=users,
+                items=items,
+                seed=seed,
+                format=format,
+                clusters=clusters,
+                duplicate_share=duplicate_share,
+                malformed_share=malformed_share,
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"generate: {format_errors(exc)}") from None
+        log = write_log(config, out)
+    except PersonalizeError as exc:
+        _fail(exc)
+    for name, path in log.files.items():
+        typer.echo(f"{name:10s} {path}")
+    typer.echo("planted: " + ", ".join(f"{k} {v}" for k, v in log.meta["totals"].items()))
+    data = log.data_config()
+    block = {"source": "files", "name": data.name, "rating_range": list(data.rating_range or [])}
+    block.update(
+        data.model_dump(mode="json", include={"users", "items", "interactions"}, exclude_defaults=True)
+    )
+    typer.echo("read it with this data: block (and events: weights as you like):")
+    typer.echo(yaml.safe_dump({"data": block}, sort_keys=False).rstrip())
+
+
+@app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",

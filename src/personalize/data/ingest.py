@@ -53,6 +53,7 @@ from personalize.data.movielens import movielens_100k_config
 from personalize.data.privacy import Pseudonymiser, SuppressionList, load_key
 from personalize.data.quasi import coarsen, k_report
 from personalize.data.readers import ROW, read_table
+from personalize.data.synthetic import synthetic_data_config
 from personalize.data.validate import (
     LIST_ATTRIBUTES,
     NUMERIC_ATTRIBUTES,
@@ -220,10 +221,13 @@ class _Table:
 
 
 def ingest(config: DataConfig) -> Dataset:
-    """Ingest the tables ``config`` names (or MovieLens-100K) into a validated :class:`Dataset`."""
+    """Ingest the tables ``config`` names (or MovieLens-100K, or a synthetic log) into a validated
+    :class:`Dataset`."""
     privacy = config.privacy
     if config.source == "movielens-100k":
         config = movielens_100k_config(config).model_copy(update={"privacy": privacy})
+    elif config.source == "synthetic":  # generated (or found in the cache), then read as files
+        config = synthetic_data_config(config)
     pseudonymiser = Pseudonymiser(load_key(privacy.key, "pseudonymisation")) if privacy.pseudonymise else None
     suppression = SuppressionList.load(privacy.suppression, privacy.suppression_key)
     sources = config.sources

@@ -40,6 +40,7 @@ from personalize.core.errors import DataError
 from personalize.data.movielens import NAME as ML100K
 from personalize.data.movielens import movielens_100k_config
 from personalize.data.readers import resolve_path
+from personalize.data.synthetic import synthetic_data_config
 
 RECORD_ARTIFACT = "privacy/record.md"
 NOTICE_ARTIFACT = "privacy/notice.md"
@@ -118,12 +119,17 @@ def dataset_name(data: DataConfig) -> str:
         return data.name
     if data.source == "movielens-100k":
         return ML100K
-    return data.sources[0].path.stem
+    return _files(data).sources[0].path.stem if data.source == "synthetic" else data.sources[0].path.stem
 
 
 def _files(data: DataConfig) -> DataConfig:
-    """The data block naming real files (the embedded ML-100K files for ``movielens-100k``)."""
-    return movielens_100k_config(data) if data.source == "movielens-100k" else data
+    """The data block naming real files (the embedded ML-100K files for ``movielens-100k``; the
+    generated, or cached, files for ``synthetic``)."""
+    if data.source == "movielens-100k":
+        return movielens_100k_config(data)
+    if data.source == "synthetic":
+        return synthetic_data_config(data)
+    return data
 
 
 def file_columns(source: TableSource, role: str) -> list[str]:
