@@ -10,7 +10,7 @@ from personalize.config import parse_overrides
 from personalize.core.errors import ConfigError
 from personalize.models.registry import get_model_class
 from personalize.recipe import describe_defaults, load_experiment, run_experiment
-from personalize.recipe.curve import expand_spec
+from personalize.recipe.curve import curve_parts
 from samples import EVENTS_EXPERIMENT, in_folder
 
 EXPERIMENTS = sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml"))
@@ -110,7 +110,7 @@ def test_every_experiment_file_runs_on_tiny_data(path, request):
         curve = config.privacy_curve.model_copy(update={"epsilons": [1.0, 8.0]})
         config = config.model_copy(update={"privacy_curve": curve})
         result = run_experiment(config, track=False, progress=False, echo=None)
-        assert len(result.table) == sum(len(expand_spec(m, config)) for m in config.models)
+        assert len(result.table) == sum(len(part.points) for part in curve_parts(config))
         assert result.table[metric].between(0, 1).all()
         return
     result = run_experiment(config, track=False, progress=False, echo=None)

@@ -68,7 +68,9 @@ def test_units_run_on_their_own_split():
     parts = {p.unit: p for p in curve_parts(_config())}
     assert parts["user"].config.split.name == "user_holdout"
     assert parts["event"].config.split.name == "user_temporal"
-    assert all(s.type == "dp_neumf" for s in parts["event"].config.models)
+    assert [s.type for s in parts["event"].config.models] == ["dp_neumf"] * 4 + ["ease"]
+    # a model that is not private is a reference in every unit's experiment
+    assert parts["event"].points["ease"].unit == "event" and parts["user"].points["ease"].unit == "user"
     assert "dp_neumf eps=8" not in parts["user"].points
     assert parts["user"].config.tracking.experiment == "tiny_privacy"
     assert parts["user"].config.privacy_curve is None
@@ -94,6 +96,7 @@ def test_tiny_curve_end_to_end(tracking_store):
         for point in ("non-private", "clipping only", "eps=1", "eps=8"):
             assert (model, point) in rows, (model, point)
     assert set(table.loc[table["model"] == "dp_neumf", "unit"]) == {"event"}
+    assert set(table.loc[table["model"] == "popularity", "unit"]) == {"user", "event"}
     assert set(table.loc[table["model"] == "dp_neumf", "split"]) == {"user_temporal"}
     assert set(table.loc[table["model"] == "dp_ease", "split"]) == {"user_holdout"}
     # every row has an accuracy with its interval and an attack; private rows a ceiling

@@ -3,8 +3,8 @@ and grouped by the unit of its guarantee (config/curve.py says the rules).
 
 A model is private when its params class has ``epsilon``; it is expanded when its ``params`` leave
 ``epsilon`` unset (a model with ``epsilon`` written down runs as written). Its unit is the class's
-``dp_unit`` (``user`` or ``event``). Models that are not private (a reference such as ``ease``)
-run once, on the experiment's split.
+``dp_unit`` (``user`` or ``event``). Models that are not private (references such as
+``popularity``) run once in each unit's experiment, on that unit's split, beside the private ones.
 """
 
 from __future__ import annotations
@@ -73,15 +73,19 @@ def curve_parts(config: ExperimentConfig) -> list[CurvePart]:
     if curve is None:
         raise ConfigError("privacy_curve: this experiment has no privacy_curve section")
     grouped: dict[str, list[tuple[ModelSpec, CurvePoint]]] = {"user": [], "event": []}
+    references = [spec for spec in config.models if not is_private(spec)]
     for spec in config.models:
+        if not is_private(spec):
+            continue
         for new, point in expand_spec(spec, config):
             if point.unit not in grouped:
                 raise ConfigError(f"model {spec.label!r}: unknown privacy unit {point.unit!r}")
             grouped[point.unit].append((new, point))
     parts = []
-    for unit, specs in grouped.items():
-        if not specs:
-            continue
+    for unit in [u for u, specs in grouped.items() if specs] or ["user"]:
+        # models that are not private run in every part: the same attack against them shows how
+        # much AUC the split alone gives (on a temporal split non-members are also later in time)
+        specs = grouped[unit] + [(s, CurvePoint(s.label, "non-private", None, unit)) for s in references]
         split = config.split if unit == "user" else curve.event_split
         experiment = config.tracking.experiment or config.name
         sub = config.model_copy(
