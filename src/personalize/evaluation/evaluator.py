@@ -26,6 +26,13 @@ from personalize.evaluation.modes import get_mode
 from personalize.scoring import block_size, fold_context, topk
 from personalize.scoring import mask as mask_seen
 
+#: float32 scores per top-k pass: the block is scored at once (a large matrix product is
+#: efficient), then ranked in slices of this size, which stay in the CPU cache across top-k's
+#: passes (partition, threshold, candidates). 20k items (the 10M-event synthetic log): ranking
+#: 745-user blocks in 52-user slices takes 0.7-0.8x the time (results identical: rows are
+#: ranked independently)
+RANK_BYTES = 4 * 2**20
+
 
 class Scorer(Protocol):
     """Anything that scores users against the catalogue (every model does)."""
@@ -256,13 +263,19 @@ class Evaluator:
     def rank(
         self, model: Scorer, target: EvalTarget, k: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Top-``k`` lists for every target user, seen items excluded, in memory-bounded blocks."""
+        """Top-``k`` lists for every target user, seen items excluded, in memory-bounded blocks.
+
+        Users are scored a block at a time (:func:`personalize.scoring.block_size` users within
+        ``evaluation.memory_budget_mb``), the block's seen items masked, and each slice of
+        :data:`RANK_BYTES` of it reduced to its top ``k``: memory is one block plus one slice's
+        top-k working copies, whatever the number of users."""
         k = k or self.kmax
         n_users = len(target.users)
         n_items = target.index.n_items
         items = np.full((n_users, k), -1, dtype=np.int64)
         scores = np.full((n_users, k), -np.inf, dtype=np.float32)
         step = block_size(n_items, self.config.memory_budget_mb * 2**20)
+        chunk = max(1, RANK_BYTES // (4 * max(1, n_items)))
         t_score = t_rank = 0.0
         score = self._fold_in(model, target) if target.foldin is not None else None
         for start in range(0, n_users, step):
@@ -280,7 +293,9 @@ class Evaluator:
             t1 = time.perf_counter()
             block = block.copy() if not block.flags.writeable else block
             mask_seen(block, target.seen[start:stop])
-            items[start:stop], scores[start:stop] = topk(block, k)
+            for first in range(start, stop, chunk):  # top-k over cache-sized slices of the block
+                last = min(stop, first + chunk)
+                items[first:last], scores[first:last] = topk(block[first - start : last - start], k)
             t_rank += time.perf_counter() - t1
             t_score += t1 - t0
         return items, scores, {"score_seconds": t_score, "rank_seconds": t_rank}
