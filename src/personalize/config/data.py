@@ -132,6 +132,13 @@ class TimestampConfig(StrictModel):
     )
 
 
+#: the data options that apply to any files: kept when a built-in source (MovieLens-100K, a
+#: synthetic log) is turned into the ``files`` block that reads it
+FILE_OPTIONS = frozenset(
+    {"timestamp", "conflicts", "events", "seen", "merge_duplicate_items", "sample_users", "write_processed"}
+)
+
+
 class DataConfig(StrictModel):
     """Which data a run uses and how it is validated."""
 

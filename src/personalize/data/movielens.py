@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from personalize.config.data import DataConfig, InteractionSource, TableSource
+from personalize.config.data import FILE_OPTIONS, DataConfig, InteractionSource, TableSource
 from personalize.core import columns as C
 from personalize.core.errors import DataError
 
@@ -37,17 +37,7 @@ def movielens_100k_config(options: DataConfig | None = None) -> DataConfig:
     conflicts, events, seen, merge_duplicate_items, sample_users, write_processed."""
     root = movielens_100k_dir()
     options = options or DataConfig()
-    kept = options.model_dump(
-        include={
-            "timestamp",
-            "conflicts",
-            "events",
-            "seen",
-            "merge_duplicate_items",
-            "sample_users",
-            "write_processed",
-        }
-    )
+    kept = options.model_dump(include=set(FILE_OPTIONS))
     return DataConfig(
         source="files",
         name=NAME,

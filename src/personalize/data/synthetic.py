@@ -88,7 +88,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from personalize.config.data import DataConfig, InteractionSource, TableSource
+from personalize.config.data import FILE_OPTIONS, DataConfig, InteractionSource, TableSource
 from personalize.config.synthetic import SyntheticConfig
 from personalize.core import columns as C
 from personalize.core.errors import ConfigError, DataError
@@ -623,19 +623,7 @@ class SyntheticLog:
         any files (name, timestamps, conflicts, events, seen, sample_users, write_processed,
         privacy, merge_duplicate_items)."""
         files = self.meta["files"]
-        kept = (options or DataConfig()).model_dump(
-            include={
-                "name",
-                "timestamp",
-                "conflicts",
-                "events",
-                "seen",
-                "merge_duplicate_items",
-                "sample_users",
-                "write_processed",
-                "privacy",
-            }
-        )
+        kept = (options or DataConfig()).model_dump(include={*FILE_OPTIONS, "name", "privacy"})
         kept["name"] = kept.get("name") or f"synthetic-{self.meta['key'][:10]}"
         return DataConfig(
             source="files",

@@ -63,6 +63,16 @@ def _size(n_bytes: int) -> str:
     return f"{n_bytes / GIB:.1f} GiB" if n_bytes >= GIB else f"{n_bytes / 2**20:.1f} MiB"
 
 
+def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
+    """EASE's closed form from a dense float64 Gram matrix (overwritten): P = (G + l2 I)^-1,
+    B = -P / diag(P) column-wise, diag(B) = 0; float32."""
+    gram[np.diag_indices_from(gram)] += l2
+    p = np.linalg.inv(gram)
+    b = p / -np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b.astype(np.float32)
+
+
 class EASE(Recommender):
     """B = argmin ||X - XB||^2 + lambda ||B||^2 s.t. diag(B) = 0, solved in closed form:
     P = (X^T X + lambda I)^-1, B = -P / diag(P) (column-wise), diag(B) = 0.
@@ -76,12 +86,7 @@ class EASE(Recommender):
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
         check_memory(data.n_items, self.config.memory_limit_mb)
         x = data.matrix
-        gram = (x.T @ x).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.config.l2
-        p = np.linalg.inv(gram)
-        b = p / -np.diag(p)[None, :]
-        np.fill_diagonal(b, 0.0)
-        self.weights_ = b.astype(np.float32)
+        self.weights_ = ease_weights((x.T @ x).toarray().astype(np.float64), self.config.l2)
 
     def _scorer(self) -> scoring.ItemItem:
         return scoring.ItemItem(weights=self.weights_)

@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from personalize import scoring
 from personalize.data.matrix import InteractionData
 from personalize.models.base import EpochMonitor
 from personalize.models.baselines.popularity import StaticScores
-from personalize.models.collaborative.ease import EASE
+from personalize.models.collaborative.ease import EASE, ease_weights
 from personalize.models.privacy.mechanisms import (
     DPConfig,
     DPSpec,
@@ -120,15 +119,10 @@ class DPEASE(EASE):
             top = np.argsort(w)[::-1][: c.rank]
             w = np.maximum(w[top], 0.0)
             b = (v[:, top] * (w / (w + c.l2))) @ v[:, top].T
+            np.fill_diagonal(b, 0.0)
+            self.weights_ = b.astype(np.float32)
         else:
-            gram[np.diag_indices_from(gram)] += c.l2
-            p = np.linalg.inv(gram)
-            b = p / -np.diag(p)[None, :]
-        np.fill_diagonal(b, 0.0)
-        self.weights_ = b.astype(np.float32)
-
-    def _scorer(self) -> scoring.ItemItem:
-        return scoring.ItemItem(weights=self.weights_)
+            self.weights_ = ease_weights(gram, c.l2)
 
 
 class DPPopularity(StaticScores):
