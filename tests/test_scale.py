@@ -1,9 +1,14 @@
-"""Scale guards: EASE refuses catalogues its dense solve cannot hold, the evaluator's memory is
-bounded by its block of users (not by the number of users), and the 1M-event synthetic
-experiment runs end to end (slow tier)."""
+"""Scale guards: ingestion keeps the values as read only for rows it quarantines while reading
+(the rest come back by a second read when a later check quarantines them) and decides
+duplicates and conflicts from hashes as the full comparison would; EASE refuses catalogues its
+dense solve cannot hold, the evaluator's memory is bounded by its block of users (not by the
+number of users), and the 1M-event synthetic experiment runs end to end (slow tier)."""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import json
 import tracemalloc
 
 import numpy as np
@@ -11,13 +16,116 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from personalize.config.data import DataConfig
 from personalize.config.evaluation import EvaluationConfig
 from personalize.core import columns as C
-from personalize.core.errors import ConfigError
+from personalize.core.errors import ConfigError, DataError
 from personalize.data.matrix import IdIndex, InteractionData
+from personalize.data.readers import ROW
 from personalize.evaluation.evaluator import Evaluator, make_target
 from personalize.models.collaborative import ease as E
 from personalize.models.registry import create_model
+
+ING = importlib.import_module("personalize.data.ingest")  # the module (the package exports the function)
+
+# ------------------------------------------------------------------------------ ingestion
+
+EVENTS = (
+    "user_id,item_id,rating,timestamp\n"
+    "7,m1,4,1600000000\n"  # row 1
+    "u2,m2,3,1600000001\n"  # row 2
+    "007,m1,4,1600000000\n"  # row 3: the same as row 1 once IDs are canonical (late: duplicate)
+    "u3,m2,3,yesterday\n"  # row 4: quarantined by its chunk (timestamp)
+    "u4,m1,4,1600000002\n"  # row 5: conflicts with row 6 (late)
+    "u4,m1,5,1600000002\n"  # row 6
+    "u5,m3,4,1600000003\n"  # row 7
+    "u6,m1,4,1600000004\n"  # row 8
+)
+
+
+def _ingest_in_chunks(tmp_path, monkeypatch, text: str, chunk_rows: int = 2):
+    path = tmp_path / "events.csv"
+    path.write_text(text)
+    monkeypatch.setattr(ING, "read_table", functools.partial(ING.read_table, chunk_rows=chunk_rows))
+    tables, reread = [], []
+    read_events, read_rows = ING._read_events, ING._read_rows
+    monkeypatch.setattr(ING, "_read_events", lambda *a: tables.append(read_events(*a)) or tables[-1])
+    monkeypatch.setattr(ING, "_read_rows", lambda t, rows: reread.append(rows.tolist()) or read_rows(t, rows))
+    config = DataConfig(
+        source="files", interactions={"path": str(path)}, conflicts="quarantine", write_processed=False
+    )
+    return ING.ingest(config), tables, reread
+
+
+def test_ingestion_keeps_values_as_read_only_for_rows_its_chunks_quarantine(tmp_path, monkeypatch):
+    dataset, tables, reread = _ingest_in_chunks(tmp_path, monkeypatch, EVENTS)
+    (table,) = tables
+    assert table.raw[ROW].tolist() == [4]  # one row quarantined while reading; nothing else kept
+    assert reread == [[3, 5, 6]]  # the rows later checks quarantined, read again by number
+    q = dataset.quarantine.set_index(C.Q_ROW)
+    assert q.loc[3, C.Q_REASON] == "exact duplicate"
+    assert json.loads(q.loc[3, C.Q_VALUES])[C.USER] == "007"  # as read, not as parsed ('7')
+    assert q.loc[4, C.Q_REASON].startswith("timestamp")
+    assert json.loads(q.loc[4, C.Q_VALUES])[C.TIMESTAMP] == "yesterday"
+    assert [json.loads(q.loc[r, C.Q_VALUES])["rating"] for r in (5, 6)] == ["4", "5"]
+    assert set(q[C.Q_REASON].loc[[5, 6]]) == {"conflicting duplicate"}
+    assert len(dataset.interactions) == 4  # rows 1, 2, 7, 8: every row accepted or quarantined
+    assert dataset.report.ids.merged_spellings["user"] == [["007", "7"]]  # collected per chunk
+
+
+def test_ingestion_results_do_not_depend_on_the_chunk_size(tmp_path, monkeypatch):
+    one, _, _ = _ingest_in_chunks(tmp_path, monkeypatch, EVENTS, chunk_rows=1_000)
+    monkeypatch.undo()
+    two, _, _ = _ingest_in_chunks(tmp_path, monkeypatch, EVENTS, chunk_rows=3)
+    assert one.fingerprint == two.fingerprint
+    pd.testing.assert_frame_equal(one.quarantine, two.quarantine)
+
+
+def test_a_file_changed_between_the_two_reads_is_an_error(tmp_path, monkeypatch):
+    path = tmp_path / "events.csv"
+    read_rows = ING._read_rows
+
+    def truncated(table, rows):  # the file loses its last rows before the second read
+        path.write_text(EVENTS.split("u4,")[0])
+        return read_rows(table, rows)
+
+    monkeypatch.setattr(ING, "_read_rows", truncated)
+    path.write_text(EVENTS)
+    config = DataConfig(
+        source="files", interactions={"path": str(path)}, conflicts="quarantine", write_processed=False
+    )
+    with pytest.raises(DataError, match=r"events\.csv changed while it was ingested: rows \[5, 6\]"):
+        ING.ingest(config)
+
+
+def test_duplicate_and_conflict_checks_match_the_full_comparison():
+    """The hash prefilter finds every row that shares its values with another, whatever the
+    column types (text, datetimes, floats with NaN and -0.0, lists), and the sort keys give
+    pandas' stable multi-column order."""
+    rng = np.random.default_rng(3)
+    n = 20_000
+    frame = pd.DataFrame(
+        {
+            C.USER: pd.Series(rng.integers(0, 40, n)).astype(str).astype("string"),
+            C.ITEM: rng.integers(0, 40, n),
+            C.TIMESTAMP: pd.to_datetime(rng.integers(0, 5, n), unit="s", utc=True),
+            "rating": np.where(rng.random(n) < 0.3, np.nan, rng.choice([-0.0, 0.0, 1.0], n)),
+            "genres": [["a", "b"] if v else ["a"] for v in rng.random(n) < 0.5],
+        }
+    )
+    columns = list(frame.columns)
+    full = ING._canonical(frame).duplicated(keep=False).to_numpy()
+    found = ING._repeated(frame, np.arange(n), columns)
+    assert full.any() and (found >= full).all()  # a superset of the rows with equal values
+    half = np.arange(0, n, 2)
+    assert (
+        ING._repeated(frame, half, columns)
+        >= ING._canonical(frame.iloc[half]).duplicated(keep=False).to_numpy()
+    ).all()
+    order = columns[:4]
+    expected = frame.sort_values(order, kind="stable").index.to_numpy()
+    np.testing.assert_array_equal(np.lexsort(ING._sort_keys(frame, order)[::-1]), expected)
+
 
 # ------------------------------------------------------------------------------ EASE
 

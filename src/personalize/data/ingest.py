@@ -202,19 +202,29 @@ class Dataset:
 
 @dataclass
 class _Table:
-    """One input table while it is ingested: parsed rows, their issues, the raw values."""
+    """One input table while it is ingested: parsed rows, their issues, the raw values of the
+    rows its chunks quarantined.
+
+    Memory is bounded by the read chunk beyond the parsed rows: the values as read are kept only
+    for rows a chunk's own checks quarantine; rows quarantined later by checks across the whole
+    table (unknown references, duplicates, conflicts) get theirs by a second read of the file,
+    chunk by chunk, picking those rows by number (:func:`_raw_values`). The other spellings of
+    IDs (``'007'`` for ``'7'``) are collected chunk by chunk too."""
 
     key: str  # report and quarantine name: users, items, interactions[.<source>]
     role: str  # users, items or interactions
     label: str  # the file
     frame: pd.DataFrame  # parsed values, ROW
-    raw: pd.DataFrame  # the values as read (strings), ROW
+    raw: pd.DataFrame  # the values as read of rows quarantined in their chunk, ROW (ascending)
+    columns: list[str]  # the columns as read, ROW first
+    spellings: dict[str, set[tuple[str, str]]]  # ID column -> (canonical, as read) where they differ
     issues: Issues
     malformed: list
     input_rows: int
     source: TableSource
     nulled: Counter = field(default_factory=Counter)
     suppressed: int = 0  # rows (malformed lines included) of users on the suppression list
+    pseudonymised: bool = False  # user IDs replaced by pseudonyms (raw values too, when shown)
 
 
 # ---------------------------------------------------------------------------------- ingest
@@ -257,6 +267,9 @@ def ingest(config: DataConfig) -> Dataset:
     for role, table in entities.items():
         _check_entities(table, C.USER if role == "users" else C.ITEM)
     frame = pd.concat([t.frame.assign(**{SRC: i}) for i, t in enumerate(events)], ignore_index=True)
+    sizes = [len(t.frame) for t in events]
+    for t in events:  # the parsed rows live on in `frame` alone (the columns are kept)
+        t.frame = t.frame.iloc[:0]
     issues = Issues.concat([t.issues for t in events])
     _check_references(frame, issues, entities, sources, ids)
     _mark_exact_duplicates(frame, issues, ~issues.bad(), [c for c in frame.columns if c != ROW])
@@ -270,20 +283,20 @@ def ingest(config: DataConfig) -> Dataset:
     accepted: dict[str, pd.DataFrame] = {}
     for table in entities.values():
         accepted[table.role] = table.frame.loc[~table.issues.bad()].drop(columns=[ROW])
-        quarantined.append(_account(table, table.issues, report))
+        quarantined.append(_account(table, table.issues, report, table.frame))
     bad = issues.bad()
     start = 0
-    for table in events:
-        part = issues.slice(start, start + len(table.frame))
-        quarantined.append(_account(table, part, report))
-        start += len(table.frame)
-    keep = frame.loc[~bad].drop(columns=[ROW])
-    accepted["interactions"] = keep.drop(columns=[SRC])
+    for table, size in zip(events, sizes, strict=True):
+        part = issues.slice(start, start + size)
+        quarantined.append(_account(table, part, report, frame.iloc[start : start + size]))
+        start += size
+    accepted["interactions"] = frame.loc[~bad].drop(columns=[ROW, SRC])
+    del frame, issues, bad
     if len(accepted["interactions"]) == 0:
         reasons = Counter(k for t in events for k in report.tables[t.key].reasons.elements())
         raise DataError(
             f"interactions ({', '.join(t.label for t in events)}): no row passed validation "
-            f"({sum(len(t.raw) + len(t.malformed) for t in events)} quarantined: {dict(reasons)})"
+            f"({sum(report.tables[t.key].quarantined for t in events)} quarantined: {dict(reasons)})"
         )
 
     interactions, users, items = _finalise(accepted, has_events=_event_types(events))
@@ -341,6 +354,7 @@ def _read_entities(source: TableSource, role: str) -> _Table:
     key = C.USER if role == "users" else C.ITEM
     reader = read_table(source, role)
     raws, frames, issues, nulled = [], [], [], Counter()
+    spellings: dict[str, set[tuple[str, str]]] = {}
     for chunk in reader:
         parsed = _stripped(chunk)
         found = Issues(len(parsed))
@@ -358,7 +372,9 @@ def _read_entities(source: TableSource, role: str) -> _Table:
         for col in parsed.columns:
             if col in LIST_ATTRIBUTES:
                 parsed[col] = parse_list(parsed[col], source.list_separator)
-        raws.append(chunk)
+        columns = list(chunk.columns)
+        raws.append(chunk.loc[found.bad()])
+        _note_spellings(chunk, parsed, [key], spellings)
         frames.append(parsed)
         issues.append(found)
     return _Table(
@@ -367,6 +383,8 @@ def _read_entities(source: TableSource, role: str) -> _Table:
         reader.label,
         _concat(frames),
         _concat(raws),
+        columns,
+        spellings,
         Issues.concat(issues),
         reader.malformed,
         reader.input_rows,
@@ -378,6 +396,7 @@ def _read_entities(source: TableSource, role: str) -> _Table:
 def _read_events(source: InteractionSource, config: DataConfig, now: pd.Timestamp, key: str) -> _Table:
     reader = read_table(source, "interactions")
     raws, frames, issues = [], [], []
+    spellings: dict[str, set[tuple[str, str]]] = {}
     for chunk in reader:
         parsed = _stripped(chunk)
         found = Issues(len(parsed))
@@ -400,7 +419,9 @@ def _read_events(source: InteractionSource, config: DataConfig, now: pd.Timestam
                 f"{case['column']}: {case['check']}",
                 f"{case['column']} {case['failure_case']} is {case['check']}",
             )
-        raws.append(chunk)
+        columns = list(chunk.columns)
+        raws.append(chunk.loc[found.bad()])
+        _note_spellings(chunk, parsed, [C.USER, C.ITEM], spellings)
         frames.append(parsed)
         issues.append(found)
     return _Table(
@@ -409,6 +430,8 @@ def _read_events(source: InteractionSource, config: DataConfig, now: pd.Timestam
         reader.label,
         _concat(frames),
         _concat(raws),
+        columns,
+        spellings,
         Issues.concat(issues),
         reader.malformed,
         reader.input_rows,
@@ -428,6 +451,22 @@ def _event_types(events: list[_Table]) -> bool:
             "'event:' (or map an event column)"
         )
     return all(typed)
+
+
+def _note_spellings(
+    chunk: pd.DataFrame, parsed: pd.DataFrame, keys: list[str], into: dict[str, set[tuple[str, str]]]
+) -> None:
+    """Add the chunk's (canonical, as read) ID pairs that differ to ``into`` (per column); IDs
+    read as integers are written one way and are skipped."""
+    for key in keys:
+        if key not in chunk.columns or pd.api.types.is_integer_dtype(chunk[key].dtype):
+            continue
+        raw = chunk[key].astype("string")
+        canon = parsed[key]
+        differ = (canon.notna() & raw.notna() & (canon != raw)).fillna(False).to_numpy(dtype=bool)
+        if differ.any():
+            pairs = into.setdefault(key, set())
+            pairs.update(zip(canon[differ].to_numpy(), raw[differ].to_numpy(), strict=True))
 
 
 def _stripped(chunk: pd.DataFrame) -> pd.DataFrame:
@@ -462,17 +501,8 @@ def _reconcile_ids(
         spellings: dict[str, set[str]] = {}
         tables = [t for t in events] + ([entities[role]] if role in entities else [])
         for t in tables:
-            raw = t.raw[key].astype("string")
-            canon = t.frame[key]
-            ok = canon.notna() & raw.notna()
-            for c, r in zip(canon[ok].to_numpy(), raw[ok].to_numpy()):
-                if c != r:
-                    spellings.setdefault(c, {c}).add(r)
-        if spellings:
-            for t in tables:
-                canon = t.frame[key]
-                for c in canon[canon.isin(list(spellings))].unique():
-                    spellings[c].add(c)
+            for c, r in t.spellings.get(key, ()):
+                spellings.setdefault(c, {c}).add(r)
         groups = [sorted(v) for _, v in sorted(spellings.items()) if len(v) > 1]
         if key == C.USER and pseudonymiser is not None:
             groups = sorted(
@@ -516,9 +546,12 @@ def _suppress(table: _Table, suppression: SuppressionList) -> None:
     drop = ids.isin(listed).to_numpy(dtype=bool)
     if drop.any():
         keep = np.flatnonzero(~drop)
+        gone = table.frame[ROW].to_numpy()[drop]
         table.frame = table.frame.iloc[keep].reset_index(drop=True)
-        table.raw = table.raw.iloc[keep].reset_index(drop=True)
+        table.raw = table.raw.loc[~table.raw[ROW].isin(gone)].reset_index(drop=True)
         table.issues = table.issues.take(keep)
+    if C.USER in table.spellings:  # nothing about a listed user reaches the ID report
+        table.spellings[C.USER] = {p for p in table.spellings[C.USER] if p[0] not in listed}
     sep = _separator(table.source)
     kept = []
     for bad in table.malformed:
@@ -540,11 +573,10 @@ def _pseudonymise(table: _Table, pseudonymiser: Pseudonymiser, known: set[str]) 
     mapping = dict(zip(unique, pseudonymiser.many(unique), strict=True))
     pseudonyms = ids.map(mapping).astype("string")
     table.frame[C.USER] = pseudonyms
-    raw = table.raw[C.USER].astype("string")
-    table.raw[C.USER] = pseudonyms.where(ids.notna(), raw)
+    table.pseudonymised = True  # raw values shown in the quarantine get the pseudonym (_raw_values)
     if table.malformed:
         sep = _separator(table.source)
-        position = [c for c in table.raw.columns if c != ROW].index(C.USER)
+        position = [c for c in table.columns if c != ROW].index(C.USER)
         for bad in table.malformed:
             bad.raw = _pseudonymise_line(bad.raw, sep, position, pseudonymiser, known)
 
@@ -647,9 +679,12 @@ def _mark_exact_duplicates(
     (``labels``: the rows come from several sources, named in the detail by their file)."""
     if not candidates.any():
         return
-    canon = _canonical(frame.loc[candidates, columns])
-    group = canon.groupby(columns, dropna=False, sort=False).ngroup().to_numpy()
     positions = np.flatnonzero(candidates)
+    positions = positions[_repeated(frame, positions, columns)]  # only these can be duplicates
+    if not len(positions):
+        return
+    canon = _canonical(frame.iloc[positions][columns])
+    group = canon.groupby(columns, dropna=False, sort=False).ngroup().to_numpy()
     first = pd.Series(positions).groupby(group).transform("first").to_numpy()
     dup = first != positions
     if not dup.any():
@@ -657,11 +692,15 @@ def _mark_exact_duplicates(
     mask = np.zeros(len(frame), dtype=bool)
     mask[positions[dup]] = True
     rows, sources = frame[ROW].to_numpy(), frame[SRC].to_numpy() if labels else None
-    detail = pd.Series("", index=frame.index, dtype="string")
-    detail.iloc[positions[dup]] = [
-        f"exact duplicate of row {rows[p]}" + (f" of {labels[sources[p]]}" if labels else "")
-        for p in first[dup]
-    ]
+    original = dict(zip(positions[dup].tolist(), first[dup].tolist(), strict=True))
+
+    def detail(flagged: np.ndarray) -> list[str]:
+        return [
+            f"exact duplicate of row {rows[original[p]]}"
+            + (f" of {labels[sources[original[p]]]}" if labels else "")
+            for p in flagged.tolist()
+        ]
+
     issues.add(mask, "exact duplicate", detail)
 
 
@@ -675,12 +714,16 @@ def _resolve_conflicts(frame: pd.DataFrame, issues: Issues, rule: str) -> None:
     ok = ~issues.bad()
     if not values or not ok.any():
         return
-    sub = frame.loc[ok, [*key, *values]]
+    candidates = np.flatnonzero(ok)
+    candidates = candidates[_repeated(frame, candidates, key)]  # only rows sharing a key can conflict
+    if not len(candidates):
+        return
+    sub = frame.iloc[candidates][[*key, *values]]
     sub["_value"] = sub.groupby(values, dropna=False, sort=False).ngroup()  # one per distinct value
     distinct = sub.groupby(key, dropna=False, sort=False)["_value"].transform("nunique").to_numpy() > 1
     if not distinct.any():
         return
-    positions = np.flatnonzero(ok)[distinct]
+    positions = candidates[distinct]
     if rule == "keep_highest":
         ranked = sub.sort_values(values, ascending=False, na_position="last", kind="stable")
         top = ranked.groupby(key, dropna=False, sort=False)["_value"].transform("first").reindex(sub.index)
@@ -691,6 +734,32 @@ def _resolve_conflicts(frame: pd.DataFrame, issues: Issues, rule: str) -> None:
     mask = np.zeros(len(frame), dtype=bool)
     mask[positions] = True
     issues.add(mask, "conflicting duplicate", f"{why} (data.conflicts: {rule})")
+
+
+def _repeated(frame: pd.DataFrame, positions: np.ndarray, columns: list[str]) -> np.ndarray:
+    """Which of the rows at ``positions`` share their 64-bit hash of ``columns`` with another of
+    them: a superset of the rows that share their values, found with one hash per row, column by
+    column, instead of grouping the whole table's values (equal values hash equally: floats are
+    hashed with NaN and -0.0 taken as 0.0, since the comparison treats every NaN alike and -0.0
+    as 0.0; lists as their joined text). The exact grouping then runs on these rows alone, so the
+    result is the same as grouping every row."""
+    whole = len(positions) == len(frame)
+    combined = np.zeros(len(positions), dtype=np.uint64)
+    for col in columns:
+        values = frame[col] if whole else frame[col].iloc[positions]
+        if pd.api.types.is_float_dtype(values.dtype):
+            values = values.fillna(0.0) + 0.0
+        elif values.dtype == object:
+            values = _canonical(values.to_frame())[col]
+        combined *= np.uint64(0x100000001B3)
+        combined ^= pd.util.hash_pandas_object(values, index=False).to_numpy()
+    order = np.argsort(combined)  # equal hashes side by side (less memory than a hash table)
+    ranked = combined[order]
+    same = ranked[1:] == ranked[:-1]
+    out = np.zeros(len(positions), dtype=bool)
+    out[order[1:][same]] = True
+    out[order[:-1][same]] = True
+    return out
 
 
 def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
@@ -707,10 +776,11 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------ accounting, quarantine
 
 
-def _account(table: _Table, issues: Issues, report: IngestReport) -> pd.DataFrame:
+def _account(table: _Table, issues: Issues, report: IngestReport, parsed: pd.DataFrame) -> pd.DataFrame:
     """The table's quarantine rows (parsed rows with their reasons, malformed records with their
-    raw line) and its report; proves accepted + quarantined == input rows."""
-    q = _quarantine_rows(table, issues)
+    raw line) and its report; proves accepted + quarantined == input rows. ``parsed``: the
+    table's parsed rows, aligned with ``issues``."""
+    q = _quarantine_rows(table, issues, parsed)
     rep = TableReport(table.key, table.label, table.input_rows)
     rep.nulled.update(table.nulled)
     rep.quarantined = len(q)
@@ -730,9 +800,9 @@ def _account(table: _Table, issues: Issues, report: IngestReport) -> pd.DataFram
     return q
 
 
-def _quarantine_rows(table: _Table, issues: Issues) -> pd.DataFrame:
+def _quarantine_rows(table: _Table, issues: Issues, parsed: pd.DataFrame) -> pd.DataFrame:
     bad = np.flatnonzero(issues.bad())
-    rows = table.raw.iloc[bad]
+    rows = _raw_values(table, parsed.iloc[bad])
     values = [
         json.dumps({k: (None if pd.isna(v) else str(v)) for k, v in rec.items() if k != ROW})
         for rec in rows.to_dict(orient="records")
@@ -761,6 +831,47 @@ def _quarantine_rows(table: _Table, issues: Issues) -> pd.DataFrame:
     )
     out = pd.concat([parsed, malformed], ignore_index=True) if len(malformed) else parsed
     return out.sort_values(C.Q_ROW, kind="stable").reset_index(drop=True) if len(out) else _empty_quarantine()
+
+
+def _raw_values(table: _Table, parsed: pd.DataFrame) -> pd.DataFrame:
+    """The values as read of the rows ``parsed`` holds (in its order): those its chunk
+    quarantined were kept; the others are read again from the file, chunk by chunk, picked by
+    row number. With pseudonyms, a row's user ID as read is shown as its pseudonym."""
+    numbers = parsed[ROW].to_numpy(dtype=np.int64)
+    kept = table.raw
+    parts = [kept.loc[kept[ROW].isin(numbers)]]
+    missing = np.setdiff1d(numbers, kept[ROW].to_numpy(dtype=np.int64))
+    if len(missing):
+        parts.append(_read_rows(table, missing))
+    found = _concat(parts) if len(parts) > 1 else parts[0]
+    raw = found.set_index(found[ROW].to_numpy(dtype=np.int64)).loc[numbers].reset_index(drop=True)
+    if table.pseudonymised and C.USER in raw.columns:
+        ids = parsed[C.USER].reset_index(drop=True)
+        raw[C.USER] = ids.where(ids.notna(), raw[C.USER].astype("string"))
+    return raw
+
+
+def _read_rows(table: _Table, numbers: np.ndarray) -> pd.DataFrame:
+    """Rows ``numbers`` (sorted) of the table's file as read, by a second chunked read."""
+    parts = []
+    chunks = iter(read_table(table.source, table.role))
+    try:
+        for chunk in chunks:
+            rows = chunk[ROW].to_numpy(dtype=np.int64)
+            pick = np.isin(rows, numbers)
+            if pick.any():
+                parts.append(chunk.loc[pick])
+            if len(rows) and rows[-1] >= numbers[-1]:
+                break
+    finally:
+        chunks.close()
+    found = _concat(parts) if parts else pd.DataFrame(columns=table.columns)
+    if len(found) != len(numbers):
+        raise DataError(
+            f"{table.role} file {table.label} changed while it was ingested: rows "
+            f"{numbers[~np.isin(numbers, found[ROW].to_numpy())][:5].tolist()} are not where they were"
+        )
+    return found
 
 
 def _empty_quarantine() -> pd.DataFrame:
@@ -796,8 +907,34 @@ def _finalise(
     # the total order, then every other column: the result does not depend on the input row order
     order = [*C.TOTAL_ORDER, *([C.EVENT] if C.EVENT in inter else [])]
     order += [c for c in inter.columns if c not in order and inter[c].dtype != object]
-    inter = inter.sort_values(order, kind="stable")
+    keys = _sort_keys(inter, order)  # NumPy's lexsort: the same order, a fraction of the time
+    inter = inter.sort_values(order, kind="stable") if keys is None else inter.take(np.lexsort(keys[::-1]))
     return inter.reset_index(drop=True), users, items
+
+
+def _sort_keys(frame: pd.DataFrame, columns: list[str]) -> list[np.ndarray] | None:
+    """``columns`` as NumPy arrays whose stable lexicographic sort (:func:`numpy.lexsort`) is the
+    order of ``frame.sort_values(columns, kind="stable")``: datetimes as int64, numbers as they
+    are (NaN sorts last in both), text as its rank among the column's distinct values. None when
+    a column has missing values NumPy would not sort last (then pandas sorts)."""
+    keys = []
+    for c in columns:
+        col = frame[c]
+        dtype = col.dtype
+        if pd.api.types.is_float_dtype(dtype):
+            keys.append(col.to_numpy(dtype=np.float64, na_value=np.nan))
+            continue
+        if col.isna().any():
+            return None
+        if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(dtype):
+            keys.append(col.array.asi8)
+        elif pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            keys.append(col.to_numpy())
+        elif isinstance(dtype, pd.StringDtype):
+            keys.append(pd.factorize(col, sort=True)[0])
+        else:
+            return None
+    return keys
 
 
 def _sample_users(

@@ -151,6 +151,10 @@ def canonical_ids(values: pd.Series, name: str, issues: Issues) -> pd.Series:
     ``'7'``). Whether a kind of ID becomes int64 is decided once all its IDs are known
     (:func:`ids_are_integers`: every one an integer that fits); an ID too large for int64 keeps
     every ID of its kind a string. A missing ID quarantines the row."""
+    if pd.api.types.is_integer_dtype(values.dtype):  # numbers read as numbers: written one way
+        text = values.astype("string")
+        issues.add(text.isna().to_numpy(dtype=bool), f"{name}: missing", f"{name} is missing")
+        return text
     text = values.astype("string").str.strip()
     missing = text.isna() | (text == "")
     issues.add(missing.to_numpy(dtype=bool), f"{name}: missing", f"{name} is missing")
