@@ -14,6 +14,11 @@ Sources:
   the two are concatenated. IDF is computed over the catalogue, which is known at the cut-off.
 - ``dense``: all-MiniLM-L6-v2 sentence embeddings of :func:`personalize.features.text.item_texts`
   (title, year and genres), cached on disk by (model name, texts) hash.
+
+:func:`tfidf_text_vectors` is a fast dense stand-in for the sentence embeddings (milliseconds
+per thousand items instead of minutes for a large catalogue): TF-IDF of the same item texts
+(plus a free-text ``description`` column where the table has one) reduced to a fixed width by
+a seeded truncated SVD (latent semantic analysis).
 """
 
 from __future__ import annotations
@@ -124,6 +129,52 @@ def tfidf_item_vectors(
     if not blocks:
         return sp.csr_matrix((len(items), 0), dtype=np.float32)
     return sp.hstack(blocks, format="csr", dtype=np.float32)
+
+
+TEXT_COLUMNS: tuple[str, ...] = ("description",)
+
+
+def tfidf_text_vectors(
+    items: pd.DataFrame, dim: int = 64, seed: int = 0, text_columns: tuple[str, ...] = TEXT_COLUMNS
+) -> np.ndarray:
+    """Dense (items x ``dim``) float32 text vectors: TF-IDF reduced by truncated SVD (LSA).
+
+    Documents: :func:`personalize.features.text.item_texts` (title, year, genres), followed by
+    the item's value of each of ``text_columns`` the table has (free text, e.g. a description).
+    TF-IDF as in :func:`tfidf_item_vectors` (lower-cased word tokens, English stop words removed,
+    tf = 1 + log(count), smoothed idf, rows L2-normalised); then scikit-learn's randomized
+    ``TruncatedSVD`` with ``random_state=seed`` keeps the top min(dim, vocabulary - 1, items - 1)
+    components (the rest of the ``dim`` columns stay zero, so the width is always ``dim``);
+    finally rows are L2-normalised (an item without text keeps a zero row), like the sentence
+    embeddings. Deterministic for a given item table, ``dim`` and ``seed``.
+    """
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from personalize.features.text import item_texts
+
+    if dim < 1:
+        raise ValueError(f"text vector width must be >= 1, got {dim}")
+    docs = item_texts(items)
+    for column in text_columns:
+        if column in items.columns:
+            extra = [v if isinstance(v, str) else "" for v in items[column].tolist()]
+            docs = [f"{d}. {e}" if e else d for d, e in zip(docs, extra, strict=True)]
+    out = np.zeros((len(items), dim), dtype=np.float32)
+    vec = TfidfVectorizer(
+        token_pattern=_WORD.pattern, lowercase=True, stop_words="english", sublinear_tf=True, dtype=np.float32
+    )
+    try:
+        tfidf = vec.fit_transform(docs)
+    except ValueError:  # an empty vocabulary: no text at all
+        return out
+    k = min(dim, tfidf.shape[1] - 1, len(items) - 1)
+    if k < 1:
+        out[:, : tfidf.shape[1]] = tfidf.toarray()[:, :dim]
+    else:
+        svd = TruncatedSVD(n_components=k, algorithm="randomized", random_state=seed)
+        out[:, :k] = svd.fit_transform(tfidf)
+    return l2_normalise(out)
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:

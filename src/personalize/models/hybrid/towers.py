@@ -7,7 +7,9 @@ Sparse features (bags of ids per feature) are pooled by an embedding-bag collect
   per table in a ``ModuleDict`` named ``embedding_bags`` -- the layout of TorchRec's unsharded
   collection, so both accept the same ``state_dict`` (keys ``embedding_bags.<table>.weight``)
   and give the same pooled vectors. Saving, loading and serving therefore never need TorchRec;
-  ``"auto"`` uses TorchRec when it can be imported.
+  ``"auto"`` uses TorchRec when it can be imported. With ``sparse=True`` (the plain-PyTorch
+  collection only) the embedding bags produce sparse gradients, for lazy Adam over large ID
+  tables.
 
 A tower: pooled embeddings of every feature, concatenated with a linear projection of the
 dense input (the item text embedding) when there is one, then an MLP (Linear + ReLU per hidden
@@ -82,13 +84,17 @@ class TorchEmbeddingBagCollection(nn.Module):
     returns the pooled embeddings (batch, sum of widths) in table order.
     """
 
-    def __init__(self, tables: list[TableSpec]):
+    def __init__(self, tables: list[TableSpec], sparse: bool = False):
         super().__init__()
         self.tables = list(tables)
         self.embedding_bags = nn.ModuleDict(
             {
                 t.name: nn.EmbeddingBag(
-                    t.num_embeddings, t.embedding_dim, mode=t.pooling, include_last_offset=True
+                    t.num_embeddings,
+                    t.embedding_dim,
+                    mode=t.pooling,
+                    include_last_offset=True,
+                    sparse=sparse,
                 )
                 for t in self.tables
             }
@@ -141,14 +147,17 @@ class Tower(nn.Module):
         normalize: bool = False,
         backend: Backend = "auto",
         bias: bool = False,
+        sparse: bool = False,
     ):
         super().__init__()
         self.keys = [t.name for t in tables]
-        self.backend = resolve_backend(backend)
+        if sparse and backend == "torchrec":
+            raise ValueError("sparse embedding gradients need the plain-PyTorch backend, not torchrec")
+        self.backend = "torch" if sparse else resolve_backend(backend)
         if self.backend == "torchrec":
             self.bags = torchrec_collection(tables)
         else:
-            self.bags = TorchEmbeddingBagCollection(tables)
+            self.bags = TorchEmbeddingBagCollection(tables, sparse=sparse)
         self.dense = nn.Linear(dense_dim, dense_proj) if dense_dim and dense_proj else None
         width = sum(t.embedding_dim for t in tables) + (dense_proj if self.dense is not None else 0)
         sizes = [width, *hidden, out_dim + int(bias)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 
 from personalize.data.matrix import InteractionData
 from personalize.models.neural.neumf import NeuMF, NeuMFConfig
@@ -33,7 +34,15 @@ from personalize.models.privacy.dpsgd import DPSGDConfig, DPSGDModel
 
 
 class DPNeuMFConfig(DPSGDConfig, NeuMFConfig):
-    pass
+    """NeuMF's settings under DP-SGD: Poisson-sampled batches replace NeuMF's streamed epochs
+    (``chunk_pairs`` does not apply) and Opacus clips dense per-sample gradients, so the
+    embedding tables cannot be sparse."""
+
+    @model_validator(mode="after")
+    def _dense_embeddings(self) -> DPNeuMFConfig:
+        if self.sparse_embeddings:
+            raise ValueError("dp_neumf trains dense embedding tables (DP-SGD); set sparse_embeddings: false")
+        return self
 
 
 def sample_negatives(items: np.ndarray, n_items: int, k: int, rng: np.random.Generator) -> np.ndarray:
