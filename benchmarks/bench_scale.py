@@ -15,7 +15,9 @@ items R/500 by the generator's defaults). For each size, two fresh processes:
   every :meth:`Evaluator.evaluate` call - validation while fitting, test after - counted as
   evaluation and the rest as fitting: the fit on train, the validation monitor's bookkeeping,
   the refit on train + validation), and ``log`` (the recipe's MLflow logging of those outcomes
-  into a temporary store). ``peak RSS`` is the largest RSS seen during the stage (what the
+  into a temporary store). BPR (implicit, 50 epochs) is fitted and evaluated as well, after the
+  experiment's models and outside its totals and its log (the experiment's targets name
+  popularity, ItemKNN and ALS). ``peak RSS`` is the largest RSS seen during the stage (what the
   process holds, earlier stages' data included); ``+RSS`` is that peak minus the RSS when the
   stage started (what the stage itself needed at its peak).
 - **end to end**: :func:`personalize.recipe.run_experiment` as ``personalize run`` calls it
@@ -25,9 +27,14 @@ items R/500 by the generator's defaults). For each size, two fresh processes:
 Every data folder and MLflow store is temporary (``PERSONALIZE_DATA_DIR``,
 ``MLFLOW_TRACKING_URI``); nothing is written to the repository.
 
-Output: a Markdown table (one row per stage, one column pair per size), the exponent of each
-stage (least squares of log seconds on log R, over the sizes measured), a log-log figure in the
-house style (``scale.png``) and the measurements as CSV (``scale.csv``) in ``--out``.
+Output (stdout, and in ``--out``), built by :mod:`personalize.reports.scale` (notebook 08 reads
+the same CSV): a Markdown table (one row per stage, seconds and peak RSS per size) with the
+exponent of each stage (least squares of log seconds on log R, over the sizes measured); an
+extrapolation to ``--extrapolate`` interactions (default 100M; not run): each stage's time, the
+peak RSS and the generated files' size on disk grown from the largest size measured by the
+exponent between the two largest sizes (``scale_extrapolated.md``); a figure in the house style
+(``scale.png``: time per stage against R on log-log axes, and where the largest run's time goes);
+the measurements as CSV (``scale.csv``).
 Targets (2 cores): end to end at 10M under 10 minutes and 8 GB peak; data stages near-linear in R.
 """
 
@@ -44,13 +51,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
+from personalize.reports import scale as S
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "synthetic_10m.yaml"
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
 SAMPLE_SECONDS = 0.02
 MIB = 2**20
+EXTRA_LABEL = f"bpr {S.EXTRA}"  # fitted and evaluated in the stages run only
+EXTRA_BPR_EPOCHS = 50
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -156,6 +166,9 @@ def stages_worker(size: int) -> dict:
     with meter.stage("split"):
         prepared = prepare_split(dataset, config, seed)
 
+    from personalize.config.model import ModelSpec
+
+    extra = [ModelSpec(type="bpr", name=EXTRA_LABEL, params={"iterations": EXTRA_BPR_EPOCHS})]
     evaluate = E.Evaluator.evaluate
     current = {"label": ""}
 
@@ -170,7 +183,7 @@ def stages_worker(size: int) -> dict:
     E.Evaluator.evaluate = counted
     outcomes = []
     try:
-        for spec in config.models:
+        for spec in [*config.models, *extra]:
             current["label"] = spec.label
             with meter.stage(f"fit {spec.label}"):
                 result, _ = fit_and_evaluate(spec, seed, prepared, config)
@@ -185,16 +198,19 @@ def stages_worker(size: int) -> dict:
     with meter.stage("log"):
         logger = tlog.ExperimentLogger(config, dataset, {seed: prepared})
         logger.log_audit(audit)
-        for spec, outcome in zip(config.models, outcomes):
+        for spec, outcome in zip(config.models, outcomes):  # the experiment's models (not the extra)
             model_run = logger.start_model(spec, get_model_class(spec.type))
             logger.start_seed(model_run, spec, seed).finish(outcome.seeds[0])
             logger.finish_model(model_run, outcome)
-        table = leaderboard(outcomes, config.evaluation, config.split.name, seed=seed)
-        metrics = long_table(outcomes, config.evaluation, seed=seed)
-        result = ExperimentResult(config, dataset, {seed: prepared.split}, outcomes, table, metrics)
+        logged = outcomes[: len(config.models)]
+        table = leaderboard(logged, config.evaluation, config.split.name, seed=seed)
+        metrics = long_table(logged, config.evaluation, seed=seed)
+        result = ExperimentResult(config, dataset, {seed: prepared.split}, logged, table, metrics)
         logger.finish(result)
     meter.close()
+    files = [f for f in log.folder.rglob("*") if f.is_file()]
     shape = {
+        "disk_mib": sum(f.stat().st_size for f in files) / MIB,  # the generated files
         "interactions": len(dataset.interactions),
         "users": len(dataset.users),
         "items": len(dataset.items),
@@ -249,86 +265,18 @@ def spawn(kind: str, size: int) -> dict:
 # ------------------------------------------------------------------------------ reporting
 
 
-def exponent(sizes: np.ndarray, seconds: np.ndarray) -> float:
-    """b of log t = a + b log R (least squares); NaN with fewer than two sizes."""
-    ok = (seconds > 0) & np.isfinite(seconds)
-    if ok.sum() < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(sizes[ok]), np.log(seconds[ok]), 1)[0])
-
-
-def table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Stage x size: seconds and peak RSS (GiB), and the fitted exponent of time in R."""
-    sizes = sorted(frame["size"].unique())
-    order = list(dict.fromkeys(frame["stage"]))
-    rows = []
-    for stage in order:
-        sub = frame[frame["stage"] == stage].set_index("size")
-        row = {"stage": stage}
-        for size in sizes:
-            label = _size_label(size)
-            if size in sub.index:
-                row[f"{label} s"] = round(float(sub.loc[size, "seconds"]), 2)
-                row[f"{label} peak GiB"] = round(float(sub.loc[size, "peak_mib"]) / 1024, 2)
-                row[f"{label} +GiB"] = round(float(sub.loc[size, "delta_mib"]) / 1024, 2)
-        sub = sub.reindex(sizes)
-        row["exponent"] = round(exponent(np.array(sizes, float), sub["seconds"].to_numpy(float)), 2)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _size_label(size: int) -> str:
-    return f"{size / 1e6:g}M" if size >= 1_000_000 else f"{size / 1e3:g}k"
-
-
-def plot(frame: pd.DataFrame, path: Path) -> None:
-    """Seconds (top) and peak RSS (bottom) against R on log-log axes, one line per stage, the
-    exponent of its time in the legend; the totals dashed."""
-    import matplotlib.pyplot as plt
-
-    from personalize.plotting import figure, house_style, legend_outside
-
-    stages = list(dict.fromkeys(frame["stage"]))
-    colours = plt.get_cmap("tab20")
-
-    @house_style
-    def draw():
-        fig, axes = figure(2, 1, height=7.5)
-        panels = ((axes[0, 0], "seconds", "wall time (s)"), (axes[1, 0], "peak_mib", "peak RSS (MiB)"))
-        for ax, what, unit in panels:
-            for n, stage in enumerate(stages):
-                sub = frame[frame["stage"] == stage].sort_values("size")
-                b = exponent(sub["size"].to_numpy(float), sub["seconds"].to_numpy(float))
-                total = stage in ("sum of stages", "end to end (personalize run)")
-                ax.plot(
-                    sub["size"],
-                    sub[what],
-                    marker="o",
-                    lw=2.0 if total else 1.2,
-                    ls="--" if total else "-",
-                    color="black" if stage.startswith("end to end") else colours(n % 20),
-                    label=f"{stage} (b={b:.2f})",
-                )
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("interactions R (log scale)")
-            ax.set_ylabel(f"{unit}, log scale")
-        axes[0, 0].set_title("Wall time per stage against interactions R (2 cores)")
-        axes[1, 0].set_title("Peak RSS of the process during each stage")
-        legend_outside(fig, axes[0, 0], title="stage (exponent b of time in R)", below=True)
-        return fig
-
-    fig = draw()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "bench_scale")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end runs")
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage runs")
+    parser.add_argument(
+        "--extrapolate", type=int, default=100_000_000, help="size to extrapolate to (not run)"
+    )
+    parser.add_argument(
+        "--report", type=Path, help="rebuild the tables and the figure from a scale.csv (runs nothing)"
+    )
     parser.add_argument("--worker", choices=["stages", "e2e"], help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
@@ -339,6 +287,9 @@ def main() -> None:
         return
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        report(pd.read_csv(args.report), args.out, args.extrapolate)
+        return
     records = []
     for size in sorted(args.sizes):
         if not args.no_stages:
@@ -348,7 +299,10 @@ def main() -> None:
             )
             for row in res["rows"]:
                 records.append({"size": size, **row})
-            stage_rows = [r for r in res["rows"]]
+            stage_rows = [r for r in res["rows"] if not r["stage"].endswith(EXTRA_LABEL)]
+            records.append(
+                {"size": size, "stage": "generated files (disk)", "disk_mib": res["shape"]["disk_mib"]}
+            )
             records.append(
                 {
                     "size": size,
@@ -371,11 +325,19 @@ def main() -> None:
                 }
             )
         pd.DataFrame(records).to_csv(args.out / "scale.csv", index=False)  # after every size
-    frame = pd.DataFrame(records)
-    print()
-    print(table(frame).to_markdown(index=False))
-    plot(frame, args.out / "scale.png")
-    print(f"\nwrote {args.out / 'scale.csv'} and {args.out / 'scale.png'}")
+    report(pd.DataFrame(records), args.out, args.extrapolate)
+
+
+def report(frame: pd.DataFrame, out: Path, target: int) -> None:
+    """The growth table, the extrapolation to ``target`` and the figure, printed and in ``out``."""
+    measured = S.growth_table(frame).to_markdown(index=False)
+    ahead = S.extrapolate(frame, target)
+    ahead_md = ahead.to_markdown(index=False) if len(ahead) else "(needs two sizes)"
+    print(f"\n{measured}\n\nExtrapolated to {S.size_label(target)} (not run):\n\n{ahead_md}")
+    (out / "scale.md").write_text(measured + "\n")
+    (out / "scale_extrapolated.md").write_text(ahead_md + "\n")
+    S.growth_figure(frame).savefig(out / "scale.png")
+    print(f"\nwrote scale.md, scale_extrapolated.md and scale.png in {out}")
 
 
 if __name__ == "__main__":
