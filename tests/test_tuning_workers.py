@@ -109,16 +109,6 @@ def _wait_for(predicate, proc_list, seconds: float = 180, what: str = "") -> Non
         time.sleep(0.05)
 
 
-@pytest.fixture
-def reap():
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
 def test_killed_run_resumes_and_retries_the_interrupted_trial(tmp_path, tracking_store, reap):
     experiment = _experiment(tmp_path, f"sqlite:///{tmp_path}/optuna.db")
     # the 3rd fit is trial 2: trials 0 and 1 are complete when the process dies inside it

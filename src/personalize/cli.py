@@ -383,7 +383,9 @@ def tune(
         str | None,
         typer.Option(
             help="Optuna storage: sqlite:///path.db, journal:path.log (several processes), "
-            "postgresql://user@host/db, or memory (tuning.storage)."
+            "postgres:embedded (a private PostgreSQL server started here, data in data/postgres/; "
+            "several processes), postgresql://user@host/db (a real server: many machines), "
+            "or memory (tuning.storage)."
         ),
     ] = None,
     model: Annotated[

@@ -149,7 +149,9 @@ class TuningConfig(StrictModel):
         default=None,
         description=(
             "Optuna storage: sqlite:///path.db (one process), journal:path.log (several processes on "
-            "one machine), postgresql://user@host/db (many machines), memory (not persisted). "
+            "one machine), postgres:embedded (a private PostgreSQL the lab starts, data in "
+            "data/postgres/; several processes), postgresql://user@host/db (a real server: many "
+            "machines), memory (not persisted). "
             "Default: optuna.db beside the MLflow SQLite store."
         ),
     )

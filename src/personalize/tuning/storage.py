@@ -7,9 +7,14 @@
                                        ``optuna.db`` beside the MLflow SQLite store)
 ``journal:path/optuna.log``            JournalStorage with a file backend: several processes
                                        on one machine (file locks, no server)
+``postgres:embedded``                  RDB storage on a private PostgreSQL server the lab
+                                       starts itself, data in ``data/postgres/`` (or
+                                       ``postgres:embedded:path/folder``): several processes
+                                       on one machine; the study persists across runs
 ``postgresql://user@host:5432/db``     RDB storage on a PostgreSQL server: workers on many
-                                       machines (needs a driver such as ``psycopg2``; any
-                                       SQLAlchemy URL, e.g. ``mysql+pymysql://``, passes through)
+                                       machines (driver ``psycopg2``, pinned: a URL without a
+                                       driver gets ``+psycopg2``; any other SQLAlchemy URL,
+                                       e.g. ``mysql+pymysql://``, passes through)
 ``memory``                             in-process only: nothing persists, nothing resumes
 =====================================  =====================================================
 
@@ -20,6 +25,12 @@ Optuna 5 name of ``RetryFailedTrialCallback``) up to ``max_retry`` times. The ch
 whenever a worker starts a trial, so the next run (or another worker) picks the trial up.
 Optuna's JournalStorage has no heartbeat of its own; :class:`HeartbeatJournalStorage` adds one
 (the heartbeat is a trial system attribute written to the journal).
+
+``postgres:embedded`` starts :class:`personalize.data.postgres_server.EmbeddedPostgres` on the
+folder, or joins the server another process (another worker) already runs there
+(:func:`~personalize.data.postgres_server.shared_server`); the server stops when the last process
+using it exits. It listens on a Unix socket only, so its workers share one machine; workers on
+several machines need a real server and a ``postgresql://`` URL.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import contextlib
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,19 +54,23 @@ from personalize.core.errors import ConfigError
 
 HEARTBEAT_ATTR = "personalize:heartbeat"
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+EMBEDDED_POSTGRES = "postgres:embedded"
+SCHEMA_LOCK_KEY = 0x6F7074756E61  # 'optuna' in ASCII: the PostgreSQL advisory lock of table creation
 
 
 @dataclass(frozen=True)
 class StorageSpec:
-    """A parsed storage location: ``kind`` is rdb, journal or memory."""
+    """A parsed storage location: ``kind`` is rdb, journal, embedded-postgres or memory."""
 
     kind: str
-    url: str  # the RDB URL, the journal file path, or 'memory'
+    url: str  # the RDB URL, the journal file path, the embedded server's folder, or 'memory'
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def display(self) -> str:
         """The location without a password (safe to log)."""
+        if self.kind == "embedded-postgres":
+            return f"{EMBEDDED_POSTGRES}:{self.url}"
         if self.kind != "rdb":
             return self.url if self.kind == "memory" else f"journal:{self.url}"
         from sqlalchemy.engine import make_url
@@ -74,6 +90,13 @@ def default_storage_url() -> str:
     return f"sqlite:///{mlruns_dir() / 'optuna.db'}"
 
 
+def default_postgres_folder() -> Path:
+    """``data/postgres/``: the embedded PostgreSQL server's cluster, log and client list."""
+    from personalize.core.paths import data_dir
+
+    return data_dir() / "postgres"
+
+
 def parse_storage(url: str | None) -> StorageSpec:
     """Parse ``tuning.storage`` (see the module docstring); nothing is opened or connected."""
     url = (url or default_storage_url()).strip()
@@ -84,15 +107,25 @@ def parse_storage(url: str | None) -> StorageSpec:
         if not path:
             raise ConfigError("tuning.storage 'journal:' needs a file path, e.g. journal:mlruns/optuna.log")
         return StorageSpec("journal", str(Path(path).expanduser().resolve()))
+    if url == EMBEDDED_POSTGRES or url.startswith(f"{EMBEDDED_POSTGRES}:"):
+        folder = url[len(EMBEDDED_POSTGRES) + 1 :].strip()
+        return StorageSpec(
+            "embedded-postgres",
+            str(Path(folder).expanduser().resolve() if folder else default_postgres_folder()),
+            {"pool_pre_ping": True},
+        )
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     if scheme not in RDB_SCHEMES:
         raise ConfigError(
             f"tuning.storage {url!r} is not understood; use sqlite:///path.db, journal:path.log, "
-            "postgresql://user@host/db or memory"
+            "postgres:embedded, postgresql://user@host/db or memory"
         )
     if scheme == "sqlite":
         # several connections of one process (heartbeat thread) wait for the write lock
         return StorageSpec("rdb", url, {"connect_args": {"timeout": 60}})
+    if scheme in ("postgresql", "postgres") and "+" not in url.split("://", 1)[0]:
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the pinned driver is psycopg2
+        url = "postgresql+psycopg2://" + url.split("://", 1)[1]
     return StorageSpec("rdb", url, {"pool_pre_ping": True})
 
 
@@ -121,21 +154,55 @@ def _open(
         return HeartbeatJournalStorage(
             JournalFileBackend(spec.url), heartbeat_seconds, grace, heartbeat_stale_trial_callback=retry
         )
+    if spec.kind == "embedded-postgres":
+        from personalize.data.postgres_server import shared_server
+
+        try:
+            server = shared_server(spec.url)
+        except (RuntimeError, ImportError) as exc:  # no wheel or driver, or the server did not start
+            raise ConfigError(f"tuning.storage {spec.display}: {exc}") from None
+        spec = StorageSpec("rdb", server.sqlalchemy_url, spec.engine_kwargs)
     if spec.url.startswith("sqlite:///"):
         Path(spec.url[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        return RDBStorage(
-            spec.url,
-            engine_kwargs=spec.engine_kwargs,
-            heartbeat_interval=heartbeat_seconds,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=retry,
-        )
+        with _schema_lock(spec.url):
+            return RDBStorage(
+                spec.url,
+                engine_kwargs=spec.engine_kwargs,
+                heartbeat_interval=heartbeat_seconds,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=retry,
+            )
     except ImportError as exc:
         raise ConfigError(
             f"tuning.storage {spec.display}: the database driver is not installed ({exc}); "
             "for PostgreSQL install psycopg2-binary"
         ) from None
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, hold the session advisory lock :data:`SCHEMA_LOCK_KEY` while Optuna creates
+    (or checks) its tables. Workers that open an empty database at the same moment otherwise race
+    in ``CREATE TYPE`` / ``CREATE TABLE`` (one fails with a UniqueViolation) and may both stamp the
+    schema version. Other databases: nothing to do."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    if sqlalchemy.engine.make_url(url).get_backend_name() != "postgresql":
+        yield
+        return
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
