@@ -113,6 +113,9 @@ def test_embeddings_are_cached_by_text_and_model(monkeypatch, tmp_path):
     calls = []
 
     class FakeEncoder:
+        def __init__(self, device: str = "cpu"):
+            self.device = device
+
         def encode(self, texts, **kwargs):
             calls.append(list(texts))
             return np.tile(np.arange(1, 4, dtype=np.float32), (len(texts), 1))

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from personalize.config.base import StrictModel
+from personalize.config.device import DEVICE_HELP, Device
 
 Block = Literal["behaviour", "demographics", "taste"]
 
@@ -22,6 +23,9 @@ class ProfileConfig(StrictModel):
         default=True, description="Include the mean sentence embedding of the items consumed (taste)."
     )
     embedding_components: int = Field(default=8, ge=1, description="PCA components of the embedding.")
+    device: Device = Field(
+        default="cpu", description="Sentence encoder of the embedding (when not cached). " + DEVICE_HELP
+    )
     write: bool = Field(
         default=True,
         description="Write the profile table (Parquet, with its fingerprint) to data/processed/.",
@@ -80,6 +84,7 @@ class AutoencoderConfig(StrictModel):
     epochs: int = Field(default=40, ge=1, description="Training epochs.")
     learning_rate: float = Field(default=1e-3, gt=0)
     batch_size: int = Field(default=128, ge=1)
+    device: Device = Field(default="cpu", description=DEVICE_HELP)
     keep_margin: float = Field(
         default=0.05,
         ge=0,

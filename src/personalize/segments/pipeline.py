@@ -127,7 +127,7 @@ def _embeddings(train: InteractionData, config: SegmentsConfig) -> np.ndarray | 
         return None
     from personalize.features.text import dense_item_embeddings
 
-    return dense_item_embeddings(train.items)
+    return dense_item_embeddings(train.items, device=config.profile.device)
 
 
 @dataclass

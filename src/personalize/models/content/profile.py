@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from personalize import scoring
+from personalize.config.device import DEVICE_HELP, Device
 from personalize.config.model import ModelConfig
 from personalize.core import columns as C
 from personalize.data.matrix import InteractionData
@@ -46,6 +47,9 @@ class ContentConfig(ModelConfig):
     genre_weight: float = Field(default=1.0, ge=0, description="tfidf: weight of the genre block.")
     year_bucket_years: int = Field(default=10, ge=1, description="genres: width of the release-year buckets.")
     year_weight: float = Field(default=0.5, ge=0, description="genres: weight of the year-bucket one-hot.")
+    device: Device = Field(
+        default="cpu", description="dense: where the sentence encoder runs (when not cached). " + DEVICE_HELP
+    )
 
 
 class ContentBased(Recommender):
@@ -76,6 +80,7 @@ class ContentBased(Recommender):
             genre_weight=c.genre_weight,
             year_bucket_years=c.year_bucket_years,
             year_weight=c.year_weight,
+            device=c.device,
         )
         profiles = user_profiles(
             data, self.item_vectors_, c.half_life_days, c.use_ratings, c.rating_offset, c.max_history

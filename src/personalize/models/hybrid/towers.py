@@ -11,6 +11,11 @@ Sparse features (bags of ids per feature) are pooled by an embedding-bag collect
   collection only) the embedding bags produce sparse gradients, for lazy Adam over large ID
   tables.
 
+Devices: the plain-PyTorch collection runs wherever its module is moved (CPU or CUDA: inputs on
+the module's device). The TorchRec collection is built on the CPU and kept there (its unsharded
+collection is used here for CPU training only): a model on CUDA uses the plain-PyTorch twin, whose
+``state_dict`` is the same.
+
 A tower: pooled embeddings of every feature, concatenated with a linear projection of the
 dense input (the item text embedding) when there is one, then an MLP (Linear + ReLU per hidden
 layer, a final Linear to ``out_dim``), optionally L2-normalised; with ``bias`` the final layer
@@ -104,12 +109,14 @@ class TorchEmbeddingBagCollection(nn.Module):
         n_keys = len(keys)
         lengths = lengths.reshape(n_keys, -1)
         position = {k: j for j, k in enumerate(keys)}
-        starts = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths.sum(dim=1), 0)])
+        # slice bounds as Python ints (one transfer on a GPU rather than one per table)
+        starts = [0, *torch.cumsum(lengths.sum(dim=1), 0).tolist()]
+        zero = torch.zeros(1, dtype=torch.long, device=lengths.device)
         pooled = []
         for t in self.tables:
             j = position[t.name]
             vals = values[starts[j] : starts[j + 1]]
-            offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths[j], 0)])
+            offsets = torch.cat([zero, torch.cumsum(lengths[j], 0)])
             pooled.append(self.embedding_bags[t.name](vals, offsets))
         return torch.cat(pooled, dim=1)
 

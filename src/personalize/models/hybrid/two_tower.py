@@ -50,6 +50,14 @@ features. Export: kind ``factors`` with the user tower's output of every indexed
 by the temperature, plus a column of ones) and the item tower's output of every catalogue item
 (plus its bias): the ``factors`` scorer, so serving needs no torch. While training, the user
 vectors of every indexed user are computed once per set of weights (in chunks of 4096 users).
+
+``device`` (cpu, cuda or auto; :mod:`personalize.models.neural.training`): the towers train on it
+(features gathered in NumPy on the CPU, each batch moved there; the weights are initialised on
+the CPU from the seed, and the model draws no torch random numbers, so CUDA results match the
+CPU's within floating-point tolerance); the sentence embeddings of the item text are computed on
+it too (their cache does not depend on the device). The TorchRec backend stays on the CPU: on
+CUDA, ``backend: auto`` uses the plain-PyTorch bags (same weights) and ``torchrec`` is refused.
+The exported factors are NumPy.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ from pydantic import Field, model_validator
 
 from personalize import scoring
 from personalize.core import columns as C
+from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
 from personalize.models.hybrid.towers import Backend, TableSpec, Tower, TwoTowerNet, resolve_backend
 from personalize.models.hybrid.two_tower_features import (
@@ -160,6 +169,8 @@ class TwoTowerConfig(SparseEmbeddingsConfig):
     def _sparse_bags(self) -> TwoTowerConfig:
         if self.sparse_embeddings and self.backend == "torchrec":
             raise ValueError("sparse_embeddings needs backend 'torch' or 'auto' (plain-PyTorch bags)")
+        if self.device == "cuda" and self.backend == "torchrec":
+            raise ValueError("backend 'torchrec' runs on the CPU only: use backend 'torch' or 'auto' on cuda")
         return self
 
 
@@ -220,7 +231,9 @@ class TwoTower(TorchRecommender):
         elif c.text:
             from personalize.features.text import dense_item_embeddings
 
-            dense = np.ascontiguousarray(dense_item_embeddings(data.items), dtype=np.float32)
+            dense = np.ascontiguousarray(
+                dense_item_embeddings(data.items, device=self.device_.type), dtype=np.float32
+            )
         items = EntityFeatures(
             [id_feature("item_id", data.item_counts > 0)]
             + [column(data.items, f, "item") for f in c.item_features],
@@ -255,6 +268,20 @@ class TwoTower(TorchRecommender):
         )
         return TwoTowerNet(user, item, c.temperature)
 
+    def _fit_backend(self) -> Backend:
+        """The embedding-bag backend to fit with: the config's on the CPU; on CUDA the
+        plain-PyTorch bags (``auto``), as the TorchRec collection is kept on the CPU."""
+        backend = self.config.backend
+        if self.device_.type == "cpu":
+            return backend
+        if backend == "torchrec":
+            raise ConfigError(
+                f"{self.name}: backend 'torchrec' runs on the CPU only, but device "
+                f"{self.config.device!r} resolved to {self.device_.type}; use backend 'torch' or 'auto' "
+                "(same weights and results) or device 'cpu'"
+            )
+        return "torch"
+
     @property
     def backend_(self) -> str:
         """The embedding-bag backend in use ('torchrec' or 'torch')."""
@@ -265,8 +292,9 @@ class TwoTower(TorchRecommender):
     def _build(self, data: InteractionData) -> None:
         c = self.config
         self.user_features_, self.item_features_ = self._encode(data)
-        self.net_ = self._make_net(self.user_features_, self.item_features_, c.backend)
+        self.net_ = self._make_net(self.user_features_, self.item_features_, self._fit_backend())
         init_weights(self.net_, self.seed, c.init_std)
+        self._on_device(self.net_)
         self.optimizer_ = adam(self.net_, c.learning_rate, c.weight_decay)
         frame = data.frame  # every interaction, in the protocol's total order
         users = frame[C.USER_IDX].to_numpy(dtype=np.int64)
@@ -293,9 +321,9 @@ class TwoTower(TorchRecommender):
     ) -> torch.Tensor:
         values, lengths, dense = features.gather(entities, drop, override)
         return tower(
-            torch.from_numpy(values),
-            torch.from_numpy(lengths),
-            None if dense is None else torch.from_numpy(dense),
+            self._tensor(values),
+            self._tensor(lengths),
+            None if dense is None else self._tensor(dense),
         )
 
     def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float:
@@ -337,11 +365,12 @@ class TwoTower(TorchRecommender):
                             np.full(len(neg), np.log(max(1, len(neg)) / len(self._pool))),
                         ]
                     )
-                    logits = logits - torch.from_numpy(log_q.astype(np.float32))[None, :]
-                hit = torch.from_numpy(cand[None, :] == i[:, None])
-                hit[torch.arange(b), torch.arange(b)] = False
+                    logits = logits - self._tensor(log_q.astype(np.float32))[None, :]
+                hit = self._tensor(cand[None, :] == i[:, None])
+                diagonal = torch.arange(b, device=self.device_)
+                hit[diagonal, diagonal] = False
                 logits = logits.masked_fill(hit, float("-inf"))
-                loss = F.cross_entropy(logits, torch.arange(b))
+                loss = F.cross_entropy(logits, diagonal)
             self.optimizer_.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer_.step()
@@ -361,7 +390,7 @@ class TwoTower(TorchRecommender):
         self, tower: Tower, features: EntityFeatures, entities: np.ndarray, chunk: int = 4096
     ) -> np.ndarray:
         parts = [
-            self._tower(tower, features, entities[s : s + chunk]).numpy()
+            self._tower(tower, features, entities[s : s + chunk]).cpu().numpy()
             for s in range(0, len(entities), chunk)
         ]
         return (

@@ -18,6 +18,10 @@ Loss per batch of users (means over the batch's users):
 Adam. Scoring uses the mean (no sampling, no dropout): the ``autoencoder`` scorer kind of
 :mod:`personalize.scoring`, a NumPy forward pass over the user's current history, so the model
 folds in new histories without refitting. Users without history get the popularity fallback.
+
+``device`` (cpu, cuda or auto; :mod:`personalize.models.neural.training`): the network trains there;
+the input dropout mask and eps are drawn from the seeded CPU generator on either device, so CUDA
+results match the CPU's within floating-point tolerance (not bit for bit); the scorer is NumPy.
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ from torch import nn
 
 from personalize import scoring
 from personalize.data.matrix import InteractionData
-from personalize.models.neural.training import TorchConfig, TorchRecommender, state_from_numpy, state_to_numpy
+from personalize.models.neural.training import (
+    TorchConfig,
+    TorchRecommender,
+    dropout,
+    standard_normal,
+    state_from_numpy,
+    state_to_numpy,
+)
 
 
 class MultVAEConfig(TorchConfig):
@@ -70,11 +81,11 @@ class MultVAENet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = F.normalize(x, p=2.0, dim=1)
-        h = F.dropout(h, self.dropout, training=self.training)
+        h = dropout(h, self.dropout, training=self.training)
         h = torch.tanh(self.encoder(h))
         stats = self.encoder_out(h)
         mu, logvar = stats[:, : self.latent], stats[:, self.latent :]
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
+        z = mu + torch.exp(0.5 * logvar) * standard_normal(mu) if self.training else mu
         logits = self.decoder_out(torch.tanh(self.decoder(z)))
         return logits, mu, logvar
 
@@ -102,6 +113,7 @@ class MultVAE(TorchRecommender):
         c = self.config
         self.net_ = self._make_net(data.n_items)
         self.net_.init_weights()
+        self._on_device(self.net_)
         self.optimizer_ = torch.optim.Adam(
             self.net_.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay, foreach=True
         )
@@ -120,7 +132,7 @@ class MultVAE(TorchRecommender):
         order = self._users[rng.permutation(len(self._users))]
         total, batches = 0.0, 0
         for start in range(0, len(order), c.batch_size):
-            x = torch.from_numpy(self._rows[order[start : start + c.batch_size]].toarray())
+            x = self._tensor(self._rows[order[start : start + c.batch_size]].toarray())
             logits, mu, logvar = self.net_(x)
             loss = multvae_loss(logits, x, mu, logvar, self.beta(self.steps_))
             self.optimizer_.zero_grad(set_to_none=True)

@@ -25,6 +25,10 @@ every step unchanged.
 ``sparse_embeddings``: the four embedding tables get sparse gradients and lazy Adam
 (:class:`~personalize.models.neural.training.SparseDenseAdam`); off by default (dense Adam, whose
 step over every table row dominates the time of a step with 100k users).
+
+``device`` (cpu, cuda or auto; :mod:`personalize.models.neural.training`): the network trains there,
+the examples are drawn in NumPy on the CPU as above and each batch is moved to the device; the
+scorer gets the weights on the CPU. CUDA results match the CPU's within floating-point tolerance.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from personalize.models.neural.training import (
     SparseEmbeddingsConfig,
     TorchRecommender,
     adam,
+    dropout,
     state_from_numpy,
     state_to_numpy,
 )
@@ -112,7 +117,7 @@ class NeuMFNet(nn.Module):
         for layer in self.mlp:
             h = F.relu(layer(h))
             if self.dropout and self.training:
-                h = F.dropout(h, self.dropout, training=True)
+                h = dropout(h, self.dropout, training=True)
         return self.out(torch.cat([gmf, h], dim=-1)).squeeze(-1)
 
 
@@ -140,6 +145,7 @@ class NeuMF(TorchRecommender):
         if c.sparse_embeddings:
             for table in (self.net_.user_gmf, self.net_.item_gmf, self.net_.user_mlp, self.net_.item_mlp):
                 table.sparse = True
+        self._on_device(self.net_)
         self.optimizer_ = adam(self.net_, c.learning_rate, c.weight_decay)
         # every epoch: each observed pair followed by `negatives` pairs of the same user whose
         # items are drawn afresh; only the negative items and the order change between epochs
@@ -208,8 +214,8 @@ class NeuMF(TorchRecommender):
     def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float:
         total, batches = 0.0, 0
         for users, items, labels in self._batches(rng):
-            logits = self.net_(torch.from_numpy(users), torch.from_numpy(items))
-            loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels))
+            logits = self.net_(self._tensor(users), self._tensor(items))
+            loss = F.binary_cross_entropy_with_logits(logits, self._tensor(labels))
             self.optimizer_.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer_.step()
@@ -220,7 +226,7 @@ class NeuMF(TorchRecommender):
     def _scorer(self) -> scoring.NeuMF:
         c = self.config
         return scoring.NeuMF(
-            weights=self.net_.state_dict(),
+            weights={k: v.cpu() for k, v in self.net_.state_dict().items()},  # CPU: no copy
             factors=c.factors,
             mlp_embedding=c.mlp_embedding,
             mlp_layers=list(c.mlp_layers),

@@ -19,6 +19,18 @@ Conventions (the same for every torch model here):
   row of every table (about 4 million parameters at 100k users), which dominates a step at
   scale; the lazy step touches only the rows in the batch. Not the same optimiser: results
   differ from the dense default.
+- Device: ``device`` in the config (``cpu`` by default, ``cuda``, or ``auto`` = cuda when
+  available; :func:`resolve_device`, resolved at fit time, so that asking for ``cuda`` without a
+  GPU is a :class:`~personalize.core.errors.ConfigError` naming the model and what torch found).
+  The network is built and initialised on the CPU (same weights as before), then moved to the
+  device; every batch is assembled in NumPy on the CPU and moved there; random draws inside the
+  network (dropout masks, the VAE's noise: :func:`dropout`, :func:`standard_normal`) come from
+  the seeded CPU generator, so a seed draws the same numbers on either device. After the fit the
+  network is moved back to the CPU (``device_`` is then cpu; ``fit_device_`` records where it
+  trained): scorers and saved states are NumPy / CPU tensors and serving never needs a GPU.
+  ``cpu`` gives exactly the results it gave before the option existed; on CUDA the results match
+  the CPU's within floating-point tolerance (different kernels and summation order), not bit for
+  bit, and DP-SGD's noise (Opacus) is drawn on the device by its seeded CUDA generator.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import torch
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
+from personalize.config.device import DEVICE_HELP, Device, resolve_device_name
 from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
 from personalize.models.base import EpochMonitor, Recommender
@@ -51,6 +64,7 @@ class TorchConfig(ModelConfig):
     progress: bool = Field(
         default=True, description="Show a tqdm bar over epochs (only on a terminal; never in logs)."
     )
+    device: Device = Field(default="cpu", description=DEVICE_HELP)
 
 
 class SparseEmbeddingsConfig(TorchConfig):
@@ -80,12 +94,43 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def resolve_device(name: str, what: str = "model") -> torch.device:
+    """The torch device of the option value ``name``: ``cpu``; ``cuda`` (the current CUDA device;
+    a ConfigError naming ``what`` and what torch found when there is none); ``auto`` (cuda when
+    ``torch.cuda.is_available()``, else cpu)."""
+    if resolve_device_name(name, what) == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 @contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global generator inside a forked RNG state (restored on exit)."""
-    with torch.random.fork_rng(devices=[]):
+def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Seed torch's global generators inside a forked RNG state (restored on exit): the CPU's,
+    and that of ``device`` when it is a CUDA device."""
+    devices = [device.index] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         yield
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout (zero with probability ``p``, survivors scaled by 1 / (1 - p)) whose mask
+    is drawn from the CPU generator on any device: on the CPU exactly ``F.dropout``; elsewhere
+    the same mask, drawn on the CPU and moved to ``x``'s device."""
+    if not training or p == 0.0 or x.device.type == "cpu":
+        return torch.nn.functional.dropout(x, p, training=training)
+    if p == 1.0:
+        return x * 0.0
+    mask = torch.empty(x.shape, dtype=x.dtype).bernoulli_(1.0 - p).div_(1.0 - p)
+    return x * mask.to(x.device)
+
+
+def standard_normal(like: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) noise shaped like ``like`` on its device, drawn from the CPU generator (on the CPU
+    exactly ``torch.randn_like``)."""
+    if like.device.type == "cpu":
+        return torch.randn_like(like)
+    return torch.randn(like.shape, dtype=like.dtype).to(like.device)
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -182,10 +227,13 @@ class NegativeSampler:
 class TorchRecommender(Recommender):
     """Base of the torch models: the epoch loop around ``_train_epoch``.
 
-    Subclasses implement ``_build(data)`` (create ``self.net_`` and state used in training),
+    Subclasses implement ``_build(data)`` (create ``self.net_``, move it to ``self.device_``
+    with :meth:`_on_device` before making its optimiser, and state used in training),
     ``_train_epoch(data, epoch, rng) -> mean loss`` and ``_scorer``; the loop reports every
     epoch to the monitor, keeps the best epoch's ``state_dict``, stops when told and restores
     the best weights. ``selected_config()`` returns the config with ``epochs`` = best epoch.
+    ``device_``: the device the network is on (the config's device while fitting, the CPU
+    otherwise); ``fit_device_``: the device the last fit trained on ('cpu' or 'cuda').
     """
 
     stochastic = True
@@ -193,8 +241,18 @@ class TorchRecommender(Recommender):
     epoch_param = "epochs"
     family: ClassVar[str] = "neural"
 
+    device_: torch.device = torch.device("cpu")
+
     def _build(self, data: InteractionData) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _on_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        """``net`` moved to ``self.device_`` (in place; nothing moves on the CPU)."""
+        return net.to(self.device_)
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A NumPy array as a tensor on ``self.device_`` (on the CPU it shares the array's memory)."""
+        return torch.from_numpy(array).to(self.device_)
 
     def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float:
         raise NotImplementedError  # pragma: no cover - abstract
@@ -205,7 +263,18 @@ class TorchRecommender(Recommender):
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
         cfg: Any = self.config
         self.epoch_seconds_: list[float] = []
-        with torch_threads(cfg.num_threads), seeded(self.seed):
+        self.device_ = resolve_device(cfg.device, self.name)
+        self.fit_device_ = self.device_.type
+        try:
+            self._fit_on_device(data, monitor)
+        finally:
+            if "net_" in self.__dict__:
+                self.net_.to("cpu")
+            self.device_ = torch.device("cpu")
+
+    def _fit_on_device(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
+        cfg: Any = self.config
+        with torch_threads(cfg.num_threads), seeded(self.seed, self.device_):
             self._build(data)
             best_state: dict[str, torch.Tensor] | None = None
             bar = tqdm(

@@ -59,7 +59,7 @@ class DPMultVAE(DPSGDModel, MultVAE):
         return nll + self.beta(self.steps_) * kl
 
     def _batch_loss(self, positions: np.ndarray):
-        x = torch.from_numpy(self._rows[self._users[positions]].toarray())
+        x = self._tensor(self._rows[self._users[positions]].toarray())
         return lambda: self.per_sample_losses(x)
 
     def _stepped(self) -> None:

@@ -66,6 +66,7 @@ class DPNeuMF(DPSGDModel, NeuMF):
         c = self.config
         self.net_ = self._make_net(data.n_users, data.n_items)
         self.net_.init_weights(c.init_std)
+        self._on_device(self.net_)
         optimizer = torch.optim.Adam(
             self.net_.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay, foreach=True
         )
@@ -75,7 +76,7 @@ class DPNeuMF(DPSGDModel, NeuMF):
         self._n_items = data.n_items
         labels = np.zeros(1 + c.negatives, dtype=np.float32)
         labels[0] = 1.0
-        self._labels = torch.from_numpy(labels)
+        self._labels = self._tensor(labels)
         self._start_private(optimizer, len(self._pos_users))
 
     def per_sample_losses(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -86,10 +87,8 @@ class DPNeuMF(DPSGDModel, NeuMF):
         return bce.mean(dim=1)
 
     def _batch_loss(self, positions: np.ndarray):
-        users = torch.from_numpy(
-            np.repeat(self._pos_users[positions, None], 1 + self.config.negatives, axis=1)
-        )
-        items = torch.from_numpy(self._items_all[positions])
+        users = self._tensor(np.repeat(self._pos_users[positions, None], 1 + self.config.negatives, axis=1))
+        items = self._tensor(self._items_all[positions])
         return lambda: self.per_sample_losses(users, items)
 
     def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float:
@@ -111,4 +110,4 @@ class DPNeuMF(DPSGDModel, NeuMF):
             h = torch.cat([user_mlp, net.item_mlp.weight], dim=-1)
             for layer in net.mlp:
                 h = F.relu(layer(h))
-            return net.out(torch.cat([gmf, h], dim=-1)).squeeze(-1).numpy().astype(np.float32)
+            return net.out(torch.cat([gmf, h], dim=-1)).squeeze(-1).cpu().numpy().astype(np.float32)

@@ -27,6 +27,10 @@ the per-sample gradients, then a second backward pass of the clip-weighted loss)
 (per-sample gradients formed layer by layer, B x the parameters' size in memory, then clipped).
 Both compute the same clipped sum up to floating-point error.
 
+Devices: the model's ``device`` (:mod:`personalize.models.neural.training`); Opacus runs on the
+device of the network and draws its noise there, from torch's seeded generator of that device, so
+a CUDA fit is reproducible on CUDA but its noise differs from a CPU fit's.
+
 Not covered: the noise is drawn from torch's seeded generator (reproducible, not a cryptographic
 source; Opacus' ``secure_mode`` is not used); choices made by looking at validation data (the
 best epoch) use data outside the private training set, which the guarantee does not cover.
@@ -230,7 +234,7 @@ class PrivateSGD:
                     if self.mode == "ghost":
                         p.grad = torch.zeros_like(p)
                     else:
-                        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
             else:
                 per_sample = losses()
                 value = float(per_sample.detach().mean())
