@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from personalize.config.synthetic import SyntheticConfig
 from personalize.core import columns as C
 from personalize.core.paths import experiments_dir, project_root
 from personalize.data.matrix import IdIndex
 from personalize.data.synthetic import SyntheticLog, ensure_generated, oracle_scores
 from personalize.evaluation.evaluator import Evaluator
-from personalize.recipe import run_experiment
+from personalize.recipe import load_experiment, run_experiment
 from personalize.recipe.result import ExperimentResult
 from personalize.recipe.steps import prepare_split
 from personalize.reports.findings import Findings
@@ -58,13 +57,17 @@ def size_label(size: int) -> str:
 # ----------------------------------------------------------------------------- the log
 
 
-def generated(interactions: int, seed: int = 0, clusters: int = 20) -> SyntheticLog:
+def experiment(interactions: int, seed: int = 0):
+    """``experiments/synthetic_1m.yaml`` resized to ``interactions`` events (the one source of
+    the log's settings: the notebook's log and its experiment are the same cached folder)."""
+    overrides = [f"data.synthetic.interactions={interactions}", f"data.synthetic.seed={seed}"]
+    overrides += [f"data.name=synthetic-{size_label(interactions)}", "data.write_processed=false"]
+    return load_experiment(experiments_dir() / EXPERIMENT, overrides)
+
+
+def generated(interactions: int, seed: int = 0) -> SyntheticLog:
     """The log the experiment reads at this size (generated into the cache on first use)."""
-    return ensure_generated(
-        SyntheticConfig(
-            interactions=interactions, seed=seed, clusters=clusters, format="parquet", duplicate_share=0.001
-        )
-    )
+    return ensure_generated(experiment(interactions, seed).data.synthetic)
 
 
 def log_table(log: SyntheticLog) -> pd.DataFrame:
@@ -170,10 +173,8 @@ class Oracle:
 
 
 def run(interactions: int, seed: int = 0) -> ExperimentResult:
-    """``experiments/synthetic_1m.yaml`` at ``interactions`` events, not logged to MLflow."""
-    overrides = [f"data.synthetic.interactions={interactions}", f"data.synthetic.seed={seed}"]
-    overrides += [f"data.name=synthetic-{size_label(interactions)}", "data.write_processed=false"]
-    return run_experiment(experiments_dir() / EXPERIMENT, overrides, track=False, progress=False, echo=None)
+    """:func:`experiment` run end to end, not logged to MLflow."""
+    return run_experiment(experiment(interactions, seed), track=False, progress=False, echo=None)
 
 
 def board(
