@@ -287,6 +287,23 @@ def test_wall_time_budget_is_marked_not_reproducible(tracking_store):
     assert run.data.tags["tuning.budget"] == "wall time (not reproducible)"
 
 
+@pytest.mark.timeout(120)  # before the fix, the study ran for ever
+def test_a_store_that_refuses_trial_runs_fails_the_trials_and_ends_the_study(tracking_store, monkeypatch):
+    """A trial whose run the tracking store refuses is failed with the error and counted (it is not
+    a worker's lost trial, retried for ever)."""
+    from personalize.tracking.tuning import TuningLogger
+
+    def refuse(*args, **kwargs):
+        raise TypeError("bad argument type for built-in operation")
+
+    monkeypatch.setattr(TuningLogger, "start_trial", refuse)
+    data = tiny("/unused", storage="memory", trials=3, final=False)
+    data["models"] = [{"type": "recent_popularity", "search": {"half_life_days": {"low": 1, "high": 100}}}]
+    result = tune(load_experiment(data=data), progress=False, echo=None)
+    study = result.study("recent_popularity")
+    assert study.counts["failed"] == 3 and study.counts["complete"] == 0
+
+
 def test_each_study_starts_from_the_default_params(session):
     *_, tmp = session
     first = _study(tmp, "recent_popularity").get_trials()[0]

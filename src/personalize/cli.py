@@ -366,6 +366,58 @@ def ui(
 
 
 @app.command()
+def server(
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Backend store: postgres:embedded (database 'mlflow' of the private PostgreSQL in "
+            "data/postgres/, shared with tuning), postgres:embedded:PATH, postgresql://user@host/db "
+            "(a real server) or sqlite:///path.db."
+        ),
+    ] = "postgres:embedded",
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            help="Where served artifacts live: a folder or an object-store URI (s3://...). "
+            "Default: mlruns/served-artifacts/."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: other hosts).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: a free one).")] = 5000,
+    workers: Annotated[int, typer.Option(help="Server worker processes.")] = 2,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(help="Host headers accepted besides localhost, comma-separated (with --host 0.0.0.0)."),
+    ] = None,
+) -> None:
+    """Run a shared MLflow tracking server (PostgreSQL backend, served artifacts) until Ctrl-C;
+    clients log to it with tracking.uri: http://HOST:PORT (or --tracking-uri)."""
+    import signal
+
+    from personalize.tracking.server import TrackingServer
+
+    def interrupted(signum, frame):  # SIGTERM stops it like Ctrl-C: the server and PostgreSQL too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    srv = TrackingServer(backend, artifacts, host, port, workers, allowed_hosts)
+    try:
+        srv.start()
+    except (PersonalizeError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo(f"MLflow tracking server at {srv.url}  (UI and API; Ctrl-C to stop)")
+    typer.echo(f"  backend store: {srv.backend_display()}")
+    typer.echo(f"  artifacts:     {srv.artifacts} (served over HTTP)")
+    typer.echo(f"  clients:       tracking: {{uri: {srv.url}}}  or  --tracking-uri {srv.url}")
+    try:
+        srv.wait()
+    except KeyboardInterrupt:
+        typer.echo("stopping")
+    finally:
+        srv.stop()
+
+
+@app.command()
 def tune(
     experiment: Annotated[
         Path,
@@ -424,7 +476,8 @@ def tune(
         from personalize.tracking.store import run_url
 
         typer.echo(f"MLflow UI:  {result.ui_command}")
-        typer.echo(f"Session:    {run_url(result.experiment_id, result.session_run_id)}")
+        session_url = run_url(result.experiment_id, result.session_run_id, uri=result.tracking_uri)
+        typer.echo(f"Session:    {session_url}")
 
 
 @app.command()

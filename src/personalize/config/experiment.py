@@ -71,7 +71,8 @@ class TrackingConfig(StrictModel):
     )
     uri: str | None = Field(
         default=None,
-        description="Tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db).",
+        description="Tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db); "
+        "http://HOST:PORT for a tracking server (personalize server).",
     )
     log_split: bool = Field(default=True, description="Log train/valid/test as Parquet on the parent run.")
     log_recommendations: bool = Field(

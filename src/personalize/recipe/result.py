@@ -38,7 +38,7 @@ class ExperimentResult:
     def run_url(self, port: int = 5000) -> str | None:
         if self.experiment_id is None:
             return None
-        return run_url(self.experiment_id, self.parent_run_id, port)
+        return run_url(self.experiment_id, self.parent_run_id, port, self.tracking_uri)
 
 
 @dataclass

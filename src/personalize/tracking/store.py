@@ -2,9 +2,13 @@
 talks to MLflow.
 
 Store: ``sqlite:///<project>/mlruns/mlflow.db`` with artifacts under ``<project>/mlruns/
-artifacts`` (MLflow 3 deprecates the file store). ``MLFLOW_TRACKING_URI`` overrides the
-store; for a SQLite store, artifacts then live in an ``artifacts`` folder beside the database
-file (so a temporary store is entirely temporary).
+artifacts`` (MLflow 3 deprecates the file store). ``MLFLOW_TRACKING_URI`` (or ``tracking.uri``)
+overrides the store; for a SQLite store, artifacts then live in an ``artifacts`` folder beside the
+database file (so a temporary store is entirely temporary). An ``http(s)://`` URI is a tracking
+server (``personalize server``, :mod:`personalize.tracking.server`): experiments are created
+without an artifact location, so the server puts their artifacts where it serves them from
+(``mlflow-artifacts:/<experiment id>``, uploaded and downloaded over HTTP); nothing is written
+on the client's disk. The UI is the server's own address.
 
 Hierarchy (the protocol's): a parent run per experiment or tuning session -> one run per model
 -> nested runs per seed or per trial. Runs are created with explicit IDs through
@@ -59,8 +63,14 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
+def is_server(uri: str | None = None) -> bool:
+    """True when ``uri`` (default: the URI in force) names a tracking server (``http(s)://``)."""
+    return (uri or tracking_uri()).startswith(("http://", "https://"))
+
+
 def artifact_root(uri: str | None = None) -> Path:
-    """Artifact folder for a store: beside a SQLite database, else the project's."""
+    """Local artifact folder for a store: beside a SQLite database, else the project's (a
+    tracking server keeps its artifacts on its own side: see :func:`is_server`)."""
     uri = uri or tracking_uri()
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
@@ -79,6 +89,7 @@ def quiet_mlflow() -> None:
     if os.environ.get(VERBOSE_ENV) == "1":
         return
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # a server's run links: we print ours
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -95,16 +106,21 @@ def _client(uri: str):
 
 
 def ui_command(uri: str | None = None, port: int = 5000) -> str:
-    """The shell command that opens the MLflow UI on this store."""
+    """The shell command that opens the MLflow UI on this store (a tracking server: its address)."""
     uri = uri or tracking_uri()
+    if is_server(uri):
+        return f"{uri.rstrip('/')}  (the tracking server's UI)"
     root = project_root()
     shown = uri.replace(f"sqlite:///{root}/", "sqlite:///") if uri.startswith(f"sqlite:///{root}/") else uri
     return f".venv/bin/mlflow ui --backend-store-uri {shown} --port {port}"
 
 
-def run_url(experiment_id: str, run_id: str | None = None, port: int = 5000) -> str:
-    """Link into the UI: the runs table of an experiment, or one run."""
-    base = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}"
+def run_url(experiment_id: str, run_id: str | None = None, port: int = 5000, uri: str | None = None) -> str:
+    """Link into the UI: the runs table of an experiment, or one run (on a tracking server's
+    address when ``uri`` is one, else on ``mlflow ui``'s local port)."""
+    uri = uri or tracking_uri()
+    host = uri.rstrip("/") if is_server(uri) else f"http://127.0.0.1:{port}"
+    base = f"{host}/#/experiments/{experiment_id}"
     return f"{base}/runs/{run_id}" if run_id else f"{base}/runs"
 
 
@@ -224,7 +240,7 @@ class RunHandle:
         return self.client.get_run(self.run_id).info.artifact_uri
 
     def url(self, port: int = 5000) -> str:
-        return run_url(self.experiment_id, self.run_id, port)
+        return run_url(self.experiment_id, self.run_id, port, self.client.tracking_uri)
 
 
 def _folder(path: str) -> str | None:
@@ -247,11 +263,14 @@ class Tracker:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             return found.experiment_id
-        slug = re.sub(r"[^0-9A-Za-z_.-]+", "-", name).strip("-") or "experiment"
-        location = artifact_root(self.uri) / slug
-        location.mkdir(parents=True, exist_ok=True)
+        location = None  # a tracking server chooses (and serves) the location
+        if not is_server(self.uri):
+            slug = re.sub(r"[^0-9A-Za-z_.-]+", "-", name).strip("-") or "experiment"
+            folder = artifact_root(self.uri) / slug
+            folder.mkdir(parents=True, exist_ok=True)
+            location = folder.as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location.as_uri())
+            return self.client.create_experiment(name, artifact_location=location)
         except Exception:  # created concurrently by another process
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -266,7 +285,7 @@ class Tracker:
         tags: dict[str, Any] | None = None,
     ) -> RunHandle:
         """Create a RUNNING run (nested under ``parent``); end it with :meth:`end`."""
-        all_tags = {KIND_TAG: kind, **(tags or {})}
+        all_tags = {KIND_TAG: kind, **{k: str(v) for k, v in (tags or {}).items()}}  # a server wants text
         if parent is not None:
             all_tags[PARENT_TAG] = parent.run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)

@@ -46,7 +46,11 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         params = self.params(trial)
         trial.set_user_attr("worker", worker_name())
-        run = self.start_run(trial, params) if self.start_run else None
+        try:
+            run = self.start_run(trial, params) if self.start_run else None
+        except Exception as exc:  # the tracking store refused the run: a failed trial, not a lost one
+            trial.set_user_attr("error", f"tracking: {type(exc).__name__}: {exc}"[:1000])
+            raise
         epochs = 0
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:

@@ -91,6 +91,7 @@ class TuningResult:
     experiment_id: str | None = None
     storage: str | None = None
     ui_command: str | None = None
+    tracking_uri: str | None = None
 
     def study(self, label: str) -> StudyOutcome:
         return next(s for s in self.studies if s.label == label)

@@ -235,6 +235,7 @@ def _attach(result: TuningResult, logger) -> TuningResult:
         result.session_run_id = logger.session.run_id
         result.experiment_id = logger.experiment_id
         result.ui_command = logger.ui_command()
+        result.tracking_uri = logger.tracker.uri
     return result
 
 

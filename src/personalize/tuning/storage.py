@@ -92,9 +92,9 @@ def default_storage_url() -> str:
 
 def default_postgres_folder() -> Path:
     """``data/postgres/``: the embedded PostgreSQL server's cluster, log and client list."""
-    from personalize.core.paths import data_dir
+    from personalize.data.postgres_server import default_folder
 
-    return data_dir() / "postgres"
+    return default_folder()
 
 
 def parse_storage(url: str | None) -> StorageSpec:
