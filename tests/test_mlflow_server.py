@@ -111,6 +111,8 @@ def test_the_server_answers_keeps_artifacts_on_its_side_and_links_to_itself(serv
     assert ui_command(server.url).startswith(server.url)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     assert run_url("7", "abc") == f"{server.url}/#/experiments/7/runs/abc"
+    res = CliRunner().invoke(app, ["ui"])  # no second UI: the server's address
+    assert res.exit_code == 0 and f"open {server.url}" in res.output, res.output
 
 
 def test_a_bad_backend_is_refused_by_name(tmp_path):
@@ -157,6 +159,7 @@ def _client_experiment(tmp: Path, name: str, **extra) -> Path:
     return path
 
 
+@pytest.mark.slow  # two CLI processes
 def test_an_experiment_and_a_tuning_worker_log_to_the_server_at_once(server, tmp_path):
     run_file = _client_experiment(tmp_path, "team_run", tracking={"uri": server.url})  # the config's key
     tune_file = _client_experiment(

@@ -354,9 +354,12 @@ def ui(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
 ) -> None:
     """Open the MLflow UI on this project's store (runs table: #/experiments/<id>/runs)."""
-    from personalize.tracking.store import tracking_uri
+    from personalize.tracking.store import is_server, tracking_uri
 
     uri = tracking_uri()
+    if is_server(uri):  # a tracking server is its own UI
+        typer.echo(f"The tracking server {uri} serves the MLflow UI: open {uri}")
+        return
     typer.echo(f"MLflow UI on {uri} at http://{host}:{port}  (Ctrl-C to stop)")
     mlflow = Path(sys.executable).with_name("mlflow")
     os.execv(
