@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import psutil
 import pytest
 import requests
 import yaml
@@ -32,7 +31,16 @@ from personalize.recipe import load_experiment, run_experiment
 from personalize.tracking.server import TrackingServer
 from personalize.tracking.store import Tracker, is_server, run_url, ui_command
 from servers import model_server
-from test_privacy_subject import MODEL_NAME, PSEUDONYM_KEY, SUPPRESSION_KEY, TARGET, _decoded, _raw_files
+from test_privacy_subject import (
+    MODEL_NAME,
+    PSEUDONYM_KEY,
+    SUPPRESSION_KEY,
+    TARGET,
+    _decoded,
+    _experiment,
+    _raw_files,
+)
+from test_tuning_postgres import _alive
 
 TRIALS = 6
 
@@ -59,17 +67,6 @@ def server(tmp_path_factory):
         while time.monotonic() < deadline and _alive(pids):
             time.sleep(0.2)
         assert not _alive(pids), f"left running: {_alive(pids)}"
-
-
-def _alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def _files(root: Path) -> list[Path]:
@@ -233,21 +230,9 @@ def test_export_and_erasure_rewrite_the_servers_artifacts(server, tmp_path, monk
     monkeypatch.setenv("PERSONALIZE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     raw = _raw_files(tmp_path / "raw")
-    spec = {
-        "name": "shop_on_server",
-        "seeds": [0],
-        "data": {
-            "source": "files",
-            "name": "shop",
-            "interactions": {"path": str(raw["interactions"])},
-            "users": {"path": str(raw["users"])},
-            "rating_range": [1, 5],
-            "privacy": {"pseudonymise": True},
-        },
-        "models": [{"type": "popularity"}, {"type": "ease", "params": {"l2": 50}}],
-        "export": {"enabled": True, "registered_model": MODEL_NAME},
-        "tracking": {"uri": server.url},
-    }
+    spec = _experiment(raw, redis_url="unused")
+    del spec["online"]  # no Redis here: the runs, the model registry and the data folder
+    spec |= {"name": "shop_on_server", "tracking": {"uri": server.url}}
     exp_file = tmp_path / "shop.yaml"
     exp_file.write_text(yaml.safe_dump(spec))
     config = load_experiment(data=spec)
