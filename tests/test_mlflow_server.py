@@ -127,8 +127,11 @@ def test_a_server_that_cannot_start_says_why_and_leaves_nothing(tmp_path):
         srv = TrackingServer(
             f"sqlite:///{tmp_path}/x.db", tmp_path / "art", port=port, log=tmp_path / "s.log"
         )
-        with pytest.raises(RuntimeError, match="exited") as caught:
-            srv.start()
+        try:
+            with pytest.raises(RuntimeError, match="exited") as caught:
+                srv.start()
+        finally:
+            srv.stop()  # had it started after all
     assert "address already in use" in str(caught.value).lower()  # the log's end tells why
     assert srv.process is None and not srv.running
 
