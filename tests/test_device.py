@@ -9,12 +9,10 @@ import pydantic
 import pytest
 import torch
 
-from personalize.config import SplitConfig
 from personalize.config.device import resolve_device_name
 from personalize.config.segments import AutoencoderConfig
 from personalize.core.errors import ConfigError
-from personalize.data.matrix import IdIndex, InteractionData
-from personalize.data.splits import make_split
+from personalize.data.matrix import InteractionData
 from personalize.features import text
 from personalize.models import create_model
 from personalize.models.neural.training import dropout, resolve_device, standard_normal
@@ -44,11 +42,8 @@ MODELS = ["neumf", "multvae", "two_tower"]
 
 
 @pytest.fixture(scope="module")
-def train(ml100k_small) -> InteractionData:
-    d = ml100k_small
-    split = make_split(d.interactions, SplitConfig(), 0, d.users, d.items)
-    index = IdIndex.build(split.users, split.items, split.train, split.valid, split.test)
-    return InteractionData.build(split.train, index, split.users, split.items)
+def train(ml100k_small_train) -> InteractionData:
+    return ml100k_small_train
 
 
 def fitted(kind: str, train: InteractionData, **extra):

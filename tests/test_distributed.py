@@ -54,11 +54,8 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 @pytest.fixture(scope="module")
-def train(ml100k_small) -> InteractionData:
-    d = ml100k_small
-    split = make_split(d.interactions, SplitConfig(), 0, d.users, d.items)
-    index = IdIndex.build(split.users, split.items, split.train, split.valid, split.test)
-    return InteractionData.build(split.train, index, split.users, split.items)
+def train(ml100k_small_train) -> InteractionData:
+    return ml100k_small_train
 
 
 def _odd_batch_size(n: int) -> int:
