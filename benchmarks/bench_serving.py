@@ -42,6 +42,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from personalize.data.redis_server import free_port  # noqa: E402
+
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1000.0
@@ -66,12 +68,6 @@ def time_calls(fn, args: list, warmup: int = 20) -> tuple[list[float], list[floa
         cpu.append(time.thread_time() - c0)
         wall.append(time.perf_counter() - t0)
     return wall, cpu
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(model_uri: str, uri: str, workers: int, log: Path) -> tuple[subprocess.Popen, int]:

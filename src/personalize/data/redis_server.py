@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now on ``host`` (the OS's choice; default loopback)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 

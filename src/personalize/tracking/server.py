@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ import psutil
 from personalize.core.errors import ConfigError
 from personalize.core.paths import mlruns_dir
 from personalize.data.postgres_server import EmbeddedPostgres, default_folder, release_server, shared_server
+from personalize.data.redis_server import free_port
 
 EMBEDDED = "postgres:embedded"
 DATABASE = "mlflow"
@@ -53,13 +53,6 @@ DEFAULT_PORT = 5000
 def default_artifacts() -> Path:
     """``mlruns/served-artifacts/``: where a server started here keeps the artifacts it serves."""
     return mlruns_dir() / "served-artifacts"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS's choice)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _mlflow_bin() -> Path:
