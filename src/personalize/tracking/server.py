@@ -19,7 +19,7 @@ or ``MLFLOW_TRACKING_URI``; everything the lab logs, exports (registered models)
 (:mod:`personalize.tracking.store`).
 
 Process handling: the server runs in a session (process group) of its own, with MLflow's job
-runner (GenAI scoring jobs: a dozen extra processes) switched off; :meth:`TrackingServer.start`
+runner (GenAI scoring jobs: eight extra processes) switched off; :meth:`TrackingServer.start`
 polls ``/health`` until it answers, with a deadline, and raises with the end of the server's log
 if the process exits or the deadline passes; :meth:`TrackingServer.stop` sends SIGTERM to the
 group, waits, then SIGKILLs whatever is left, and releases the embedded PostgreSQL (which stops
