@@ -64,6 +64,16 @@ DEFAULT_DATABASE = "optuna"
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS; keep a margin
 
 
+def with_driver(url: str) -> str:
+    """A PostgreSQL URL as SQLAlchemy should read it: ``postgresql://`` or ``postgres://`` without a
+    driver gets ``+psycopg2`` (SQLAlchemy 2.1 reads a bare one as psycopg 3; psycopg2 is pinned);
+    any other URL is returned as given."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 def default_folder() -> Path:
     """``data/postgres/``: the project's embedded server (its cluster, log and client list)."""
     from personalize.core.paths import data_dir
@@ -194,7 +204,7 @@ class EmbeddedPostgres:
     def sqlalchemy_url(self) -> str:
         """The same location as a SQLAlchemy URL with the psycopg2 driver named (SQLAlchemy 2.1
         reads a bare ``postgresql://`` as psycopg 3): for Optuna's RDBStorage and MLflow."""
-        return self.uri.replace("postgresql://", "postgresql+psycopg2://", 1)
+        return with_driver(self.uri)
 
     def uri_for(self, database: str) -> str:
         """The libpq URI of another database of the same server."""

@@ -42,7 +42,13 @@ import psutil
 
 from personalize.core.errors import ConfigError
 from personalize.core.paths import mlruns_dir
-from personalize.data.postgres_server import EmbeddedPostgres, default_folder, release_server, shared_server
+from personalize.data.postgres_server import (
+    EmbeddedPostgres,
+    default_folder,
+    release_server,
+    shared_server,
+    with_driver,
+)
 from personalize.data.redis_server import free_port
 
 EMBEDDED = "postgres:embedded"
@@ -164,11 +170,9 @@ class TrackingServer:
         if backend.startswith(EMBEDDED):
             self._postgres_folder = _embedded_folder(backend)
             self.postgres = shared_server(self._postgres_folder, database=DATABASE)
-            return self.postgres.uri_for(DATABASE).replace("postgresql://", "postgresql+psycopg2://", 1)
-        if backend.startswith(("postgresql://", "postgres://")):
-            return "postgresql+psycopg2://" + backend.split("://", 1)[1]
-        if backend.startswith(("postgresql+", "sqlite:///", "mysql")):
-            return backend
+            return with_driver(self.postgres.uri_for(DATABASE))
+        if backend.startswith(("postgresql://", "postgresql+", "postgres://", "sqlite:///", "mysql")):
+            return with_driver(backend)
         raise ConfigError(
             f"server backend {backend!r}: expected postgres:embedded[:PATH], postgresql://user@host/db "
             "or sqlite:///path.db"

@@ -51,6 +51,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from personalize.core.errors import ConfigError
+from personalize.data.postgres_server import with_driver
 
 HEARTBEAT_ATTR = "personalize:heartbeat"
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
@@ -123,10 +124,7 @@ def parse_storage(url: str | None) -> StorageSpec:
     if scheme == "sqlite":
         # several connections of one process (heartbeat thread) wait for the write lock
         return StorageSpec("rdb", url, {"connect_args": {"timeout": 60}})
-    if scheme in ("postgresql", "postgres") and "+" not in url.split("://", 1)[0]:
-        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the pinned driver is psycopg2
-        url = "postgresql+psycopg2://" + url.split("://", 1)[1]
-    return StorageSpec("rdb", url, {"pool_pre_ping": True})
+    return StorageSpec("rdb", with_driver(url), {"pool_pre_ping": True})
 
 
 def open_storage(
