@@ -344,17 +344,17 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _watchdog(
-    parent_pid: int | None, agent_pid: int, workdir: Path, rank: int, interval: float = 0.5
-) -> None:
+def _watchdog(parent_pid: int | None, agent_pid: int, workdir: Path, interval: float = 0.5) -> None:
     """Exit the worker (status ``WATCHDOG_EXIT``) once the fitting process (if any) or the
-    torchrun agent that started it is gone, even in the middle of a collective; when the fitting
-    process died (it cannot clean up), rank 0 first removes the work directory."""
+    torchrun agent that started it is gone, even in the middle of a collective. When the fitting
+    process died (it cannot clean up), every rank removes the work directory before it exits: the
+    first rank to exit makes the agent terminate the others, possibly before their own watchdog
+    woke, so the directory must be gone by then whichever rank noticed first."""
     while True:
         time.sleep(interval)
         orphaned = parent_pid is not None and not _alive(parent_pid)
         if orphaned or os.getppid() != agent_pid:
-            if orphaned and rank == 0:
+            if orphaned:
                 shutil.rmtree(workdir, ignore_errors=True)
             os._exit(WATCHDOG_EXIT)
 
@@ -387,7 +387,7 @@ def run_worker(workdir: Path) -> None:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     (workdir / f"worker_{rank}.pid").write_text(str(os.getpid()))
     job = read_job(workdir)
-    watch = (job["parent_pid"], os.getppid(), workdir, rank)
+    watch = (job["parent_pid"], os.getppid(), workdir)
     threading.Thread(target=_watchdog, args=watch, daemon=True).start()
     device = rank_device(job)
     dist.init_process_group(
