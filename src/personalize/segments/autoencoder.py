@@ -5,7 +5,8 @@ interaction with the item). An autoencoder (catalogue -> ``hidden`` -> ``latent`
 -> catalogue, ReLU between layers, sigmoid output) learns to reconstruct it, minimising the
 binary cross-entropy averaged over users and items, with Adam (``learning_rate``, mini-batches
 of ``batch_size`` users in a seeded random order, ``epochs`` passes). It is seeded with
-``torch.manual_seed(seed)`` and trains on one thread, so a seed gives the same latent space.
+``torch.manual_seed(seed)`` inside a forked RNG state (the caller's global generator is left as
+it was) and trains on one thread, so a seed gives the same latent space.
 ``AutoencoderConfig.device`` (cpu by default, cuda, or auto = cuda when available) is where it
 trains: the weights are initialised and the batch order drawn on the CPU either way, so a CUDA
 latent space matches the CPU's within floating-point tolerance, not bit for bit; asking for cuda
@@ -121,7 +122,7 @@ def fit_autoencoder(
         raise DataError(f"expected a users x items matrix with at least one user, got shape {vectors.shape}")
     n_items = vectors.shape[1]
     device = torch.device(resolve_device_name(config.device, "segments autoencoder"))
-    with _torch_one_thread():
+    with _torch_one_thread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         encoder = nn.Sequential(
