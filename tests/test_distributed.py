@@ -399,6 +399,18 @@ def test_workers_exit_when_the_fitting_process_dies(train, tmp_path):
         pytest.fail("torchrun outlived its workers")
 
 
+def _watchdog_exit(parent_pid: str, agent_pid: str, workdir: Path) -> int:
+    """Run a worker's watchdog in a child process (its parent: this one) and return its status;
+    the pids are Python expressions evaluated in the child."""
+    code = (
+        "import os\n"
+        "from pathlib import Path\n"
+        "from personalize.models.hybrid.distributed import _watchdog\n"
+        f"_watchdog({parent_pid}, {agent_pid}, Path({str(workdir)!r}), interval=0.05)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], timeout=60).returncode
+
+
 def test_any_worker_that_notices_a_dead_fitting_process_removes_the_work_directory(tmp_path):
     # The first worker to exit makes torchrun terminate the others at once (it polls every 0.1 s),
     # possibly before their own watchdog woke: whichever rank notices first must clean up (a CI
@@ -408,27 +420,13 @@ def test_any_worker_that_notices_a_dead_fitting_process_removes_the_work_directo
     workdir = tmp_path / "dmp"
     workdir.mkdir()
     (workdir / "state_1.pt").write_bytes(b"x" * 1000)
-    code = (
-        "import os\n"
-        "from pathlib import Path\n"
-        "from personalize.models.hybrid.distributed import _watchdog\n"
-        f"_watchdog({gone.pid}, os.getppid(), Path({str(workdir)!r}), interval=0.05)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], timeout=60)
-    assert done.returncode == D.WATCHDOG_EXIT
+    assert _watchdog_exit(str(gone.pid), "os.getppid()", workdir) == D.WATCHDOG_EXIT
     assert not workdir.exists()
 
 
 def test_a_worker_whose_torchrun_died_leaves_the_work_directory_to_the_fitting_process(tmp_path):
     (tmp_path / "state_1.pt").write_bytes(b"x")
-    code = (
-        "import os\n"
-        "from pathlib import Path\n"
-        "from personalize.models.hybrid.distributed import _watchdog\n"
-        f"_watchdog(os.getppid(), os.getppid() + 1, Path({str(tmp_path)!r}), interval=0.05)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], timeout=60)
-    assert done.returncode == D.WATCHDOG_EXIT
+    assert _watchdog_exit("os.getppid()", "os.getppid() + 1", tmp_path) == D.WATCHDOG_EXIT
     assert (tmp_path / "state_1.pt").exists()
 
 
