@@ -3,15 +3,15 @@ lookup costs per request.
 
 Exports one model (default EASE, l2=250) refit on all of MovieLens-100K, with the online client
 (``export.online.enabled``), into a temporary MLflow store; starts an embedded Redis
-(:class:`personalize.data.redis_server.EmbeddedRedis`) and ``mlflow models serve --workers 2`` on
+(:class:`personalize.processes.redis.EmbeddedRedis`) and ``mlflow models serve --workers 2`` on
 loopback, then measures:
 
 (a) **event -> visible**, two ways, each under a background stream of random events at
     ``--rate`` events/s and with its own probe users:
 
     - **through the stream**: the background events and each probe's event are published to the
-      Redis stream (:func:`personalize.data.stream.publish`, the XADD of ``personalize stream
-      publish``) and one stream worker (:func:`personalize.data.stream.consume` with
+      Redis stream (:func:`personalize.online.stream.publish`, the XADD of ``personalize stream
+      publish``) and one stream worker (:func:`personalize.online.stream.consume` with
       ``block_ms = --block-ms``, in its own process, consumer ``bench-worker``) validates and
       applies them; each event carries the current UTC time as its timestamp (a future or
       implausible one would be dead-lettered). A probe takes a known user's current top item,
@@ -86,7 +86,7 @@ def start_server(
     model_uri: str, uri: str, log: Path, online_url: str | None, namespace: str, workers: int = 2
 ):
     """``mlflow models serve --workers N`` on a free loopback port; (process, base URL)."""
-    from personalize.data.redis_server import free_port
+    from personalize.processes.redis import free_port
 
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # mlflow execs uvicorn from PATH
@@ -135,7 +135,7 @@ import json, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 signal.signal(signal.SIGTERM, signal.default_int_handler)
 from personalize.config.online import OnlineConfig
-from personalize.data.stream import consume, open_store
+from personalize.online.stream import consume, open_store
 url, namespace, block_ms, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 config = OnlineConfig(namespace=namespace, block_ms=block_ms)
 result = consume(open_store(config, url), name, config)
@@ -194,7 +194,7 @@ class Sender:
         self._lock = threading.Lock()
 
     def send(self, users: list[int], items: list[int], names: list[str]) -> None:
-        from personalize.data.stream import publish
+        from personalize.online.stream import publish
 
         stamp = utc_now()
         ids = [f"{self.prefix}{name}" for name in names]
@@ -275,7 +275,7 @@ def freshness(
 
 
 def dead_letter_report(store) -> str:
-    from personalize.data.stream import dead_letters
+    from personalize.online.stream import dead_letters
 
     dead = dead_letters(store, count=5)
     return "; ".join(f"{f.get('event_id')}: {f.get('reason')}" for _, f in dead)
@@ -358,8 +358,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     from personalize.config.online import OnlineConfig
     from personalize.config.serving import ExportConfig, ServedOnlineConfig
     from personalize.data.ingest import load_movielens_100k
-    from personalize.data.redis_server import EmbeddedRedis
-    from personalize.data.stream import open_store
+    from personalize.online.stream import open_store
+    from personalize.processes.redis import EmbeddedRedis
     from personalize.serving import Candidate, export_champion
 
     t0 = time.perf_counter()

@@ -42,7 +42,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from personalize.data.redis_server import free_port  # noqa: E402
+from personalize.processes.redis import free_port  # noqa: E402
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:

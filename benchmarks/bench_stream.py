@@ -27,7 +27,7 @@ import time
 _WORKER = """
 import json, sys, time
 from personalize.config.online import OnlineConfig
-from personalize.data import stream as S
+from personalize.online import stream as S
 url, ns, batch, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 cfg = OnlineConfig(namespace=ns, batch_size=batch, block_ms=200)
 store = S.open_store(cfg, url)
@@ -80,8 +80,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from personalize.config.online import OnlineConfig
-    from personalize.data import stream as S
-    from personalize.data.redis_server import EmbeddedRedis
+    from personalize.online import stream as S
+    from personalize.processes.redis import EmbeddedRedis
 
     frame = events(args.events)
     server = None

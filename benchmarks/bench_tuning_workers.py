@@ -46,7 +46,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from personalize.core.paths import experiments_dir  # noqa: E402
-from personalize.data.postgres_server import release_server, shared_server  # noqa: E402
+from personalize.processes.postgres import release_server, shared_server  # noqa: E402
 from personalize.tuning.studies import counted  # noqa: E402
 
 WORKER = """

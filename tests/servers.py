@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from personalize.data.redis_server import free_port
+from personalize.processes.redis import free_port
 
 STARTUP_DEADLINE_S = 120
 

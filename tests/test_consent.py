@@ -15,9 +15,9 @@ from personalize.config.data import DataConfig
 from personalize.config.online import OnlineConfig
 from personalize.config.serving import ExportConfig
 from personalize.core.errors import DataError
-from personalize.data import stream as S
 from personalize.data.consent import load_consent
 from personalize.data.ingest import ingest
+from personalize.online import stream as S
 from personalize.scoring import TopKScorer
 from personalize.scoring.online import OnlineSettings, OnlineStore
 from personalize.serving import Candidate, export_champion

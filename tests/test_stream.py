@@ -21,7 +21,7 @@ from personalize.config.data import DataConfig
 from personalize.config.experiment import read_experiment
 from personalize.config.online import OnlineConfig
 from personalize.core.errors import ConfigError
-from personalize.data import stream as S
+from personalize.online import stream as S
 
 T0 = 1_000_000_000  # 2001-09-09, inside the default plausible window
 
@@ -108,7 +108,7 @@ _VICTIM = """
 import sys, time
 from pathlib import Path
 from personalize.config.online import OnlineConfig
-from personalize.data import stream as S
+from personalize.online import stream as S
 url, marker = sys.argv[1], Path(sys.argv[2])
 cfg = OnlineConfig(batch_size=100, block_ms=50)
 seen = []

@@ -23,7 +23,7 @@ import pytest
 from optuna.trial import TrialState
 
 from personalize.core.errors import ConfigError
-from personalize.data.postgres_server import (
+from personalize.processes.postgres import (
     MAX_SOCKET_PATH,
     EmbeddedPostgres,
     read_postmaster_pid,
@@ -123,7 +123,7 @@ def test_a_long_folder_gets_a_short_private_socket_folder(tmp_path, servers):
 
 JOIN = r"""
 import os, signal, sys
-from personalize.data.postgres_server import shared_server
+from personalize.processes.postgres import shared_server
 server = shared_server(sys.argv[1])
 print(server.pid, server.owned, flush=True)
 if sys.argv[2] == "kill":

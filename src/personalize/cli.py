@@ -585,7 +585,7 @@ def _stream_setup(experiment: Path | None, redis_url: str | None):
     from personalize.config.data import DataConfig
     from personalize.config.experiment import read_experiment
     from personalize.config.online import OnlineConfig
-    from personalize.data.stream import open_store, resolve_url
+    from personalize.online.stream import open_store, resolve_url
 
     config = read_experiment(experiment) if experiment else None
     online = config.online if config else OnlineConfig()
@@ -602,7 +602,7 @@ def stream_publish(
     quiet: QuietOpt = False,
 ) -> None:
     """Add a file's events to the stream (an event without event_id gets one from its fields)."""
-    from personalize.data.stream import describe, publish
+    from personalize.online.stream import describe, publish
 
     try:
         store, online, _ = _stream_setup(experiment, redis_url)
@@ -622,7 +622,7 @@ def stream_consume(
     quiet: QuietOpt = False,
 ) -> None:
     """Run a worker: apply the stream's events to the online state (Ctrl-C stops it)."""
-    from personalize.data.stream import consume, describe
+    from personalize.online.stream import consume, describe
 
     try:
         store, online, data = _stream_setup(experiment, redis_url)
@@ -640,7 +640,7 @@ def stream_server(
     port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
 ) -> None:
     """Run the embedded Redis until Ctrl-C; prints its URL and writes it to data/online/redis.url."""
-    from personalize.data.stream import serve
+    from personalize.online.stream import serve
 
     try:
         serve(folder, port, echo=typer.echo)

@@ -1,5 +1,5 @@
 """The ``online:`` block of an experiment file: the Redis that holds the online state and the
-event stream its workers consume (:mod:`personalize.data.stream`,
+event stream its workers consume (:mod:`personalize.online.stream`,
 :mod:`personalize.scoring.online`)."""
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def read_consent_file(path: str | Path) -> pd.DataFrame:
             f"consent file {path}: required column(s) {missing} missing; the file has {list(frame.columns)} "
             f"(expected {list(CONSENT_COLUMNS)})"
         )
-    extra = [c for c in ("event_id",) if c in frame.columns]  # kept for the stream (data.stream)
+    extra = [c for c in ("event_id",) if c in frame.columns]  # kept for the stream (online.stream)
     frame = frame[[*CONSENT_COLUMNS, *extra]].reset_index(drop=True)
     frame.insert(0, "_row", np.arange(1, len(frame) + 1, dtype=np.int64))
     return frame

@@ -85,7 +85,7 @@ def online_store(online: OnlineConfig, url: str | None = None):
     """The configured online store, or None when none is configured (no ``--redis-url``, no
     ``online.redis_url``, no running embedded server). A configured store that does not answer
     is an error (StreamError): what it holds cannot be reached."""
-    from personalize.data.stream import open_store, resolve_url
+    from personalize.online.stream import open_store, resolve_url
 
     try:
         resolved = resolve_url(online, url)
@@ -212,7 +212,7 @@ def access(
 
 
 def _online_access(subject: Subject, online: OnlineConfig, url: str | None) -> dict[str, Any]:
-    from personalize.data.stream import StreamError
+    from personalize.online.stream import StreamError
 
     try:
         store = online_store(online, url)

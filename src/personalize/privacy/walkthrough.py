@@ -35,9 +35,9 @@ from personalize.data.consent import GRANTED, PERSONALISATION, PURPOSE, TRAINING
 from personalize.data.ingest import Dataset, ingest, load_movielens_100k
 from personalize.data.privacy import Pseudonymiser, canonical
 from personalize.data.quasi import SIZE, coarsen, k_anonymity
-from personalize.data.redis_server import EmbeddedRedis
 from personalize.privacy.erasure import Erasure, forget
 from personalize.privacy.subject import Subject, identify
+from personalize.processes.redis import EmbeddedRedis
 from personalize.recipe import load_experiment, run_experiment
 from personalize.scoring import TopKScorer
 from personalize.scoring.online import OnlineSettings, OnlineStore

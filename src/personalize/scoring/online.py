@@ -14,7 +14,7 @@ Keys (``ns``: the namespace, ``online.namespace``):
 - ``{ns}:consent:{user_id}``: the user's latest online consent record per purpose, a hash
   ``purpose -> "<1|0>:<timestamp in epoch microseconds>"``; a record older than the one held is
   ignored (equal timestamps: the later one wins). Written by the stream workers (consent events:
-  :mod:`personalize.data.stream`) or :meth:`OnlineStore.set_consent`, read with the recent
+  :mod:`personalize.online.stream`) or :meth:`OnlineStore.set_consent`, read with the recent
   events (:meth:`OnlineStore.recent_and_consent`): a withdrawal applies to the very next answer;
 - ``{ns}:applied:{event_id}``: an applied event's ID, kept ``id_ttl_seconds``: a redelivered
   event finds it and changes nothing;

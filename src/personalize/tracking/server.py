@@ -4,7 +4,7 @@ It runs ``mlflow server`` with
 
 - a **backend store** (runs, params, metrics, the model registry): ``postgres:embedded`` (the
   default: database ``mlflow`` of the project's embedded PostgreSQL 18 in ``data/postgres/``,
-  :mod:`personalize.data.postgres_server`, the server Optuna's ``postgres:embedded`` studies use
+  :mod:`personalize.processes.postgres`, the server Optuna's ``postgres:embedded`` studies use
   too; ``postgres:embedded:PATH`` for another folder), a real server
   (``postgresql://user:password@host/db``; a URL without a driver gets psycopg2) or a SQLite file
   (``sqlite:///path.db``, one host);
@@ -42,14 +42,14 @@ import psutil
 
 from personalize.core.errors import ConfigError
 from personalize.core.paths import mlruns_dir
-from personalize.data.postgres_server import (
+from personalize.processes.postgres import (
     EmbeddedPostgres,
     default_folder,
     release_server,
     shared_server,
     with_driver,
 )
-from personalize.data.redis_server import free_port
+from personalize.processes.redis import free_port
 
 EMBEDDED = "postgres:embedded"
 DATABASE = "mlflow"

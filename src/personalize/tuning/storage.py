@@ -26,9 +26,9 @@ whenever a worker starts a trial, so the next run (or another worker) picks the 
 Optuna's JournalStorage has no heartbeat of its own; :class:`HeartbeatJournalStorage` adds one
 (the heartbeat is a trial system attribute written to the journal).
 
-``postgres:embedded`` starts :class:`personalize.data.postgres_server.EmbeddedPostgres` on the
+``postgres:embedded`` starts :class:`personalize.processes.postgres.EmbeddedPostgres` on the
 folder, or joins the server another process (another worker) already runs there
-(:func:`~personalize.data.postgres_server.shared_server`); the server stops when the last process
+(:func:`~personalize.processes.postgres.shared_server`); the server stops when the last process
 using it exits. It listens on a Unix socket only, so its workers share one machine; workers on
 several machines need a real server and a ``postgresql://`` URL.
 """
@@ -51,7 +51,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from personalize.core.errors import ConfigError
-from personalize.data.postgres_server import with_driver
+from personalize.processes.postgres import with_driver
 
 HEARTBEAT_ATTR = "personalize:heartbeat"
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
@@ -93,7 +93,7 @@ def default_storage_url() -> str:
 
 def default_postgres_folder() -> Path:
     """``data/postgres/``: the embedded PostgreSQL server's cluster, log and client list."""
-    from personalize.data.postgres_server import default_folder
+    from personalize.processes.postgres import default_folder
 
     return default_folder()
 
@@ -153,7 +153,7 @@ def _open(
             JournalFileBackend(spec.url), heartbeat_seconds, grace, heartbeat_stale_trial_callback=retry
         )
     if spec.kind == "embedded-postgres":
-        from personalize.data.postgres_server import shared_server
+        from personalize.processes.postgres import shared_server
 
         try:
             server = shared_server(spec.url)

@@ -162,7 +162,7 @@ def serve(folder: str | Path | None = None, port: int | None = None, echo: Calla
     import signal
     import threading
 
-    from personalize.data.redis_server import EmbeddedRedis
+    from personalize.processes.redis import EmbeddedRedis
 
     if threading.current_thread() is threading.main_thread():  # Ctrl-C and SIGTERM both stop it
         signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
