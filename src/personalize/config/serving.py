@@ -34,8 +34,11 @@ class ServedOnlineConfig(StrictModel):
         description="Redis URL recorded in the model (e.g. redis://host:6379/0); null: none recorded, "
         "the serving environment gives it (PERSONALIZE_ONLINE_URL or model_config online_url).",
     )
-    namespace: str = Field(
-        default="personalize", description="Key prefix of the online state (the stream workers' namespace)."
+    namespace: str | None = Field(
+        default=None,
+        description="Key prefix of the online state (the stream workers' namespace); null: the "
+        "experiment's online.namespace (recorded as null in a run's config.yaml, so a later export of "
+        "the run resolves it the same way).",
     )
     timeout_seconds: float = Field(
         default=0.05,
@@ -50,8 +53,8 @@ class ServedOnlineConfig(StrictModel):
 
     @field_validator("namespace")
     @classmethod
-    def _valid_namespace(cls, value: str) -> str:
-        if not _NAMESPACE.match(value):
+    def _valid_namespace(cls, value: str | None) -> str | None:
+        if value is not None and not _NAMESPACE.match(value):
             raise ValueError(f"namespace {value!r}: use letters, digits, '_', '-' or '.' (no ':' or spaces)")
         return value
 

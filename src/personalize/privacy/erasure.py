@@ -13,10 +13,11 @@ c. **Online store**: the user's keys (recent events, version, consent, cached an
    applied-event markers of their events) are deleted, and their entries of the event stream and
    the dead-letter stream are removed (``XDEL``; raw fields matched too).
 d. **Registered models**: for each registered model whose alias holder (the served version) holds
-   the user, the champion is exported again through :func:`personalize.serving.export.
-   export_champion` on the data rebuilt from its experiment's config (ingestion now suppresses
-   the user): the same model, params and seed, **refit** on the remaining data. Every model kind is
-   refit, since the export path has no partial update: for EASE, ItemKNN, ALS item factors and
+   the user, the champion is exported again through the one export path
+   (:func:`personalize.serving.export.export_experiment`) on the data rebuilt from its
+   experiment's config (ingestion now suppresses the user): the same model, params and seed,
+   **refit** on the remaining data. Every model kind is refit, since the export path has no
+   partial update: for EASE, ItemKNN, ALS item factors and
    popularity counts the item side depends on every user, so a refit is required; for the others
    (user factors, seen items) removing the user's row would have sufficed, and the refit gives the
    same result for everyone else up to the model's own randomness. Then every version (and its
@@ -59,9 +60,8 @@ from personalize.privacy.subject import (
     stream_entries,
     suppression_path,
 )
-from personalize.recipe.export import with_online_defaults
 from personalize.serving.champion import Candidate
-from personalize.serving.export import export_champion
+from personalize.serving.export import ExportResult, export_experiment
 from personalize.tracking import erasure as mlflow_erasure
 from personalize.tracking import records
 from personalize.tracking.store import tracking_uri
@@ -356,7 +356,7 @@ def reexport_models(
         record: dict[str, Any] = {"registered_model": name, "action": "versions deleted", "new_version": None}
         for held in served:
             alias = held.aliases[0]
-            exported = _reexport(held, alias, subject, uri)
+            exported, removed = reexport_version(held, alias, subject, uri)
             kind = held.tags.get("promotion.model_type", "")
             record.update(
                 action="refit and re-exported",
@@ -368,10 +368,10 @@ def reexport_models(
                     else "the export path refits; removing the user's row alone would have sufficed"
                 ),
                 alias=alias,
-                new_version=exported["version"],
-                rows_removed_after_ingestion=exported["rows_removed_after_ingestion"],
+                new_version=exported.version,
+                rows_removed_after_ingestion=removed,
             )
-            say(f"Re-exported {name} ({record['model']}) without the user: version {exported['version']}")
+            say(f"Re-exported {name} ({record['model']}) without the user: version {exported.version}")
         deleted = []
         for f in versions:
             mlflow_erasure.delete_version(f.name, f.version, f.model_id, uri)
@@ -381,8 +381,12 @@ def reexport_models(
     return out
 
 
-def _reexport(held, alias: str, subject: Subject, uri: str) -> dict[str, Any]:
-    """Export the served version's champion again, on the data rebuilt without the person."""
+def reexport_version(
+    held: mlflow_erasure.VersionFinding, alias: str, subject: Subject, uri: str
+) -> tuple[ExportResult, int]:
+    """Export the served version ``held`` again through the one export path, on the data rebuilt
+    from its source run's config without the person; returns (the export, rows removed after
+    ingestion: 0 when ingestion already suppressed them)."""
     source = held.tags.get("promotion.source_run_id", "none")
     if source in ("", "none"):
         raise DataError(
@@ -412,19 +416,17 @@ def _reexport(held, alias: str, subject: Subject, uri: str) -> dict[str, Any]:
     export = experiment.export.model_copy(
         update={"enabled": True, "registered_model": held.name, "alias": alias, "promote": True}
     )
-    result = export_champion(
+    result = export_experiment(
         [candidate],
         dataset,
-        config=with_online_defaults(export, experiment.online),
-        confidence=experiment.evaluation.confidence,
-        paired_test=experiment.evaluation.paired_test,
-        segments=experiment.segments,
+        experiment,
+        export=export,
         parent_run_id=record.run_id,
         tracking_uri=uri,
         progress=False,
         echo=None,
     )
-    return {"version": result.version, "rows_removed_after_ingestion": removed}
+    return result, removed
 
 
 def _without(dataset: Dataset, subject: Subject) -> tuple[Dataset, int]:

@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from personalize.config.online import OnlineConfig
-from personalize.config.serving import ExportConfig
 from personalize.core.errors import ConfigError
 from personalize.recipe.result import ExperimentResult
 from personalize.serving.champion import Candidate, ExportError
-from personalize.serving.export import ExportResult, export_champion
+from personalize.serving.export import ExportResult, export_experiment, with_online_defaults
+
+__all__ = ["candidates_from_result", "export_after_run", "export_result", "with_online_defaults"]
 
 Echo = Callable[[str], None]
 
@@ -47,17 +47,14 @@ def export_result(
     result: ExperimentResult, *, progress: bool = True, echo: Echo | None = print
 ) -> ExportResult:
     """Export the champion of a tracked experiment run (its ``export:`` block, its dataset, its
-    MLflow run as the parent of the export run)."""
+    MLflow run as the parent of the export run) through the one export path
+    (:func:`personalize.serving.export.export_experiment`)."""
     if result.parent_run_id is None:
         raise ExportError("the experiment was run without tracking (--no-track): nothing to export from")
-    config = with_online_defaults(result.config.export, result.config.online)
-    return export_champion(
-        candidates_from_result(result, config.metric),
+    return export_experiment(
+        candidates_from_result(result, result.config.export.metric),
         result.dataset,
-        config=config,
-        confidence=result.config.evaluation.confidence,
-        paired_test=result.config.evaluation.paired_test,
-        segments=result.config.segments,
+        result.config,
         parent_run_id=result.parent_run_id,
         tracking_uri=result.tracking_uri,
         progress=progress,
@@ -75,20 +72,3 @@ def export_after_run(
             echo("\nExport skipped: the run was not tracked (--no-track); there is no run to export from.")
         return
     result.extras["export"] = export_result(result, progress=progress, echo=echo)
-
-
-def with_online_defaults(export: ExportConfig, online: OnlineConfig) -> ExportConfig:
-    """``export.online`` with the experiment's ``online:`` block as its defaults: when the model
-    ships the online client and names no store, it records the experiment's Redis URL and
-    namespace (the stream workers' store)."""
-    served = export.online
-    if not served.enabled:
-        return export
-    update = {}
-    if served.url is None and online.redis_url is not None:
-        update["url"] = online.redis_url
-    if "namespace" not in served.model_fields_set:
-        update["namespace"] = online.namespace
-    if not update:
-        return export
-    return export.model_copy(update={"online": served.model_copy(update=update)})

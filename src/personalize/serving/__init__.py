@@ -1,7 +1,9 @@
 """Serving: export the champion as a self-contained MLflow model, load it, serve it.
 
-``export_champion`` (candidates plus their dataset) and ``export_run`` (a logged run) choose,
-refit, log, register and promote; ``standalone/`` holds the MLflow model file that ships with
+``export_experiment`` (candidates, their dataset and the experiment's config: the one path that
+``personalize run``, ``personalize export`` and erasure's re-export share), ``export_run`` (a
+logged run, through it) and ``export_champion`` (the export itself) choose, refit, log, register
+and promote; ``standalone/`` holds the MLflow model file that ships with
 the scoring package (:mod:`personalize.scoring`). Names are imported on first use.
 """
 
@@ -16,6 +18,7 @@ _EXPORTS = {
     "choose_champion": "personalize.serving.champion",
     "ExportResult": "personalize.serving.export",
     "export_champion": "personalize.serving.export",
+    "export_experiment": "personalize.serving.export",
     "export_run": "personalize.serving.export",
     "recommendations_frame": "personalize.serving.export",
     "all_data": "personalize.serving.state",

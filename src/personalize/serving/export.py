@@ -1,8 +1,13 @@
 """Export the champion of an experiment or a tuning session as a self-contained MLflow model.
 
-Two entry points: :func:`export_champion` (candidates and the dataset they were chosen on, e.g.
-from :func:`personalize.recipe.export_result`) and :func:`export_run` (a logged run, its data
-rebuilt and checked). :func:`export_champion` tells the story:
+One export path: :func:`export_experiment` (candidates, the dataset they were chosen on, the
+experiment's config and the export settings) is what ``personalize run`` with ``export.enabled``
+(:func:`personalize.recipe.export_result`), ``personalize export RUN_ID`` (:func:`export_run`, the
+run's data rebuilt and checked) and erasure's re-export (:mod:`personalize.privacy.erasure`) all
+call: it gives ``export.online`` the experiment's ``online:`` block as defaults
+(:func:`with_online_defaults`) and takes the confidence, paired test and segmentation from the
+experiment, then :func:`export_champion` (the export itself, also callable with an
+:class:`ExportConfig` alone) tells the story:
 
 1. **Candidates**: every model of the experiment (or session) with its validation value of the
    selection metric (``export.metric``, NDCG@10 by default; the mean over seeds) and the params
@@ -46,6 +51,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from personalize.config import ExportConfig, read_experiment
+from personalize.config.experiment import ExperimentConfig
+from personalize.config.online import OnlineConfig
 from personalize.config.segments import SegmentsConfig
 from personalize.core import columns as C
 from personalize.core.errors import ConfigError
@@ -112,6 +119,7 @@ class ExportResult:
     unchanged: bool = False
     state_hash: str = ""
     model: Recommender | None = field(default=None, repr=False)  # the refit model, in process
+    model_config: dict[str, Any] = field(default_factory=dict)  # the MLflow model_config it serves with
 
     @property
     def reason(self) -> str:
@@ -149,6 +157,54 @@ class ExportResult:
 
 
 # --------------------------------------------------------------------------------- export
+
+
+def with_online_defaults(export: ExportConfig, online: OnlineConfig) -> ExportConfig:
+    """``export.online`` with the experiment's ``online:`` block as its defaults: when the model
+    ships the online client, a null ``url`` becomes ``online.redis_url`` (when that is set) and a
+    null ``namespace`` becomes ``online.namespace`` (the stream workers' store). Both nulls survive a
+    run's logged ``config.yaml``, so every export path resolves them alike."""
+    served = export.online
+    if not served.enabled:
+        return export
+    update = {}
+    if served.url is None and online.redis_url is not None:
+        update["url"] = online.redis_url
+    if served.namespace is None:
+        update["namespace"] = online.namespace
+    if not update:
+        return export
+    return export.model_copy(update={"online": served.model_copy(update=update)})
+
+
+def export_experiment(
+    candidates: Sequence[Candidate],
+    dataset: Dataset,
+    experiment: ExperimentConfig,
+    *,
+    export: ExportConfig | None = None,
+    parent_run_id: str | None = None,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+    echo: Echo | None = print,
+) -> ExportResult:
+    """The one export path of an experiment's champion (module doc): ``export`` (default: the
+    experiment's ``export:`` block) with the experiment's ``online:`` block as its defaults, the
+    experiment's confidence, paired test and segmentation, then :func:`export_champion`.
+    ``personalize run``, ``personalize export`` and erasure's re-export all come here."""
+    config = with_online_defaults(export if export is not None else experiment.export, experiment.online)
+    return export_champion(
+        candidates,
+        dataset,
+        config=config,
+        confidence=experiment.evaluation.confidence,
+        paired_test=experiment.evaluation.paired_test,
+        segments=experiment.segments,
+        parent_run_id=parent_run_id,
+        tracking_uri=tracking_uri,
+        progress=progress,
+        echo=echo,
+    )
 
 
 @dataclass
@@ -219,6 +275,7 @@ def export_champion(
             code = ship_code(Path(tmp) / "code")
             requirements = pip_requirements(final.model.scorer(), online=config.online.enabled)
             digest = state_hash(final.state, code, config, requirements)
+            served_config = model_config(final.model, config, digest)
             _log_selection(run, final, config, table, selection, digest, len(candidates))
             steps.update(1)
 
@@ -234,6 +291,7 @@ def export_champion(
                 "selection": selection,
                 "state_hash": digest,
                 "model": final.model,
+                "model_config": served_config,
             }
             current = model_registry.current_version(name, config.alias, uri)
             if current is not None and current.tags.get("promotion.state_hash") == digest:
@@ -312,7 +370,7 @@ def _log_and_register(
         pip_requirements=requirements,
         metadata={k: v for k, v in final.info.items() if k != "params"},
         params={"model_type": champion.model_type, **flatten(champion.params)},
-        model_config=model_config(model, config, common["state_hash"]),
+        model_config=common["model_config"],
         uri=uri,
     )
     selection = common["selection"]
@@ -436,8 +494,8 @@ def export_run(
 
     Rebuilds the data from the run's ``config.yaml`` and checks it against the run's
     ``data.fingerprint``; reads each model's validation value (model run) and the selected params
-    of its best seed (seed runs); then :func:`export_champion`. ``overrides`` change keys of the
-    run's ``export:`` block (e.g. ``{"registered_model": "shop-recommender"}``).
+    of its best seed (seed runs); then :func:`export_experiment` with the run's config. ``overrides``
+    change keys of the run's ``export:`` block (e.g. ``{"registered_model": "shop-recommender"}``).
     """
     say = echo or (lambda _msg: None)
     record = records.read_experiment(run_id, tracking_uri)
@@ -486,17 +544,15 @@ def export_run(
         )
     if not candidates:
         raise ExportError(f"run {record.run_id} has no model runs to export from")
-    return export_champion(
+    return export_experiment(
         candidates,
         dataset,
-        config=config,
-        confidence=experiment_config.evaluation.confidence,
-        paired_test=experiment_config.evaluation.paired_test,
+        experiment_config,
+        export=config,
         parent_run_id=record.run_id,
         tracking_uri=tracking_uri,
         progress=progress,
         echo=echo,
-        segments=experiment_config.segments,
     )
 
 
