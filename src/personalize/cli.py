@@ -618,7 +618,21 @@ def stream_consume(
     name: Annotated[str | None, typer.Option(help="Consumer name (default: <host>-<pid>).")] = None,
     redis_url: RedisUrlOpt = None,
     stop_after: Annotated[int | None, typer.Option(help="Stop after this many entries.")] = None,
-    until_idle: Annotated[bool, typer.Option("--until-idle", help="Stop when drained.")] = False,
+    until_idle: Annotated[
+        bool,
+        typer.Option(
+            "--until-idle",
+            help="Stop when drained: nothing new and nothing pending in the group (entries another "
+            "worker holds are waited for, and claimed once idle online.claim_idle_ms).",
+        ),
+    ] = False,
+    deadline: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop after this many seconds at the latest; with --until-idle, a run not drained by "
+            "then reports what is left pending (count, consumers) and exits 1."
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a worker: apply the stream's events to the online state (Ctrl-C stops it)."""
@@ -627,11 +641,20 @@ def stream_consume(
     try:
         store, online, data = _stream_setup(experiment, redis_url)
         result = consume(
-            store, name, online, data, stop_after=stop_after, until_idle=until_idle, progress=not quiet
+            store,
+            name,
+            online,
+            data,
+            stop_after=stop_after,
+            until_idle=until_idle,
+            progress=not quiet,
+            deadline_seconds=deadline,
         )
     except PersonalizeError as exc:
         _fail(exc)
     typer.echo("\n".join(describe(result)))
+    if until_idle and result.stopped == "deadline":
+        raise typer.Exit(1)
 
 
 @stream_app.command("server")

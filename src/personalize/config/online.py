@@ -58,6 +58,14 @@ class OnlineConfig(StrictModel):
         description="A pending entry idle this long (its worker presumably dead) is claimed by another "
         "worker (XAUTOCLAIM) before it reads new entries.",
     )
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        description="An entry whose application fails (the store refuses it) stays pending and is "
+        "retried; when it fails on its delivery number max_deliveries (XPENDING's times-delivered), or "
+        "is delivered more often than that (its workers died on it), it goes to the dead-letter stream "
+        "with the error instead of being retried for ever.",
+    )
     batch_size: int = Field(
         default=500, ge=1, description="Entries a worker reads, writes and acknowledges per round trip."
     )

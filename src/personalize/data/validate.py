@@ -25,7 +25,8 @@ from personalize.core import columns as C
 _ISO_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$")
 # ASCII digits only: other Unicode digits ('１２') are text, never the integer 12
 _NUMBER = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
-_INTEGER = re.compile(r"^-?(0|[1-9][0-9]*)$")
+_INTEGER = re.compile(r"(?:0|-?[1-9][0-9]*)")  # canonical: no sign of plus, no leading zeros, no '-0'
+_INTEGER_SPELLING = re.compile(r"[+-]?[0-9]+")  # any spelling of an integer in ASCII digits
 
 NUMERIC_ATTRIBUTES = {C.AGE, C.YEAR}
 LIST_ATTRIBUTES = {C.GENRES}
@@ -143,14 +144,37 @@ class TableReport:
 
 
 INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+_INT64_WIDTH = len(str(INT64_MIN))  # 20 characters: the longest int64 written in decimal
+
+
+def integer_id(text: str) -> int | None:
+    """The ID rule, shared by ingestion (:func:`ids_are_integers`) and the event stream: an ID is
+    text, and only a canonical ASCII decimal integer (``0`` or ``-?[1-9][0-9]*``: the digits
+    ``0``-``9`` alone: ``[0-9]``, not :meth:`str.isdigit`) that fits int64 is a number; returns
+    that number, else None (the ID stays text).
+
+    Why text for every other digit: ``'١٢٣'`` (Arabic-Indic) and ``'１２'`` (full-width) are
+    distinct identifiers a producer may mean as different from ``123`` and ``12``; folding them
+    into those numbers would silently merge IDs, and refusing them would reject legitimate IDs in
+    non-Latin scripts. ``'²'`` (a digit to :meth:`str.isdigit`, no decimal digit to :func:`int`)
+    is text too. The length is checked before :func:`int`, so an ID of 5,000 digits is text
+    (too large for int64) instead of an error (Python refuses to convert more than 4,300 digits).
+    Non-canonical spellings (``'007'``, ``'+7'``) are canonicalised first by :func:`canonical_ids`.
+    """
+    if not isinstance(text, str) or len(text) > _INT64_WIDTH or not _INTEGER.fullmatch(text):
+        return None
+    value = int(text)
+    return value if INT64_MIN <= value <= INT64_MAX else None
 
 
 def canonical_ids(values: pd.Series, name: str, issues: Issues) -> pd.Series:
     """IDs as canonical text: surrounding spaces dropped (the reader strips them), a decimal
     integer written without a sign of plus and without leading zeros (``'007'`` and ``' 7'`` are
     ``'7'``). Whether a kind of ID becomes int64 is decided once all its IDs are known
-    (:func:`ids_are_integers`: every one an integer that fits); an ID too large for int64 keeps
-    every ID of its kind a string. A missing ID quarantines the row."""
+    (:func:`ids_are_integers`: every one a number by :func:`integer_id`); an ID too large for
+    int64, or written with other than ASCII digits, keeps every ID of its kind a string. A
+    missing ID quarantines the row."""
     if pd.api.types.is_integer_dtype(values.dtype):  # numbers read as numbers: written one way
         text = values.astype("string")
         issues.add(text.isna().to_numpy(dtype=bool), f"{name}: missing", f"{name} is missing")
@@ -158,8 +182,8 @@ def canonical_ids(values: pd.Series, name: str, issues: Issues) -> pd.Series:
     text = values.astype("string").str.strip()
     missing = text.isna() | (text == "")
     issues.add(missing.to_numpy(dtype=bool), f"{name}: missing", f"{name} is missing")
-    integer = text.str.fullmatch(r"[+-]?[0-9]+").fillna(False).to_numpy(dtype=bool)
-    integer &= ~text.str.fullmatch(r"0|-?[1-9][0-9]*").fillna(False).to_numpy(dtype=bool)  # canonical already
+    integer = text.str.fullmatch(_INTEGER_SPELLING.pattern).fillna(False).to_numpy(dtype=bool)
+    integer &= ~text.str.fullmatch(_INTEGER.pattern).fillna(False).to_numpy(dtype=bool)  # canonical already
     if integer.any():
         digits = text[integer].str.lstrip("+")
         negative = digits.str.startswith("-")
@@ -392,7 +416,8 @@ def parse_list(values: pd.Series, separator: str) -> pd.Series:
 
 
 def ids_are_integers(values: pd.Series) -> bool:
-    """Every ID an integer (canonical text or a number) that fits int64."""
+    """Every ID a number: an integer column, or text whose every value is one by
+    :func:`integer_id` (a canonical ASCII decimal integer that fits int64)."""
     if pd.api.types.is_integer_dtype(values):
         return True
     text = values.dropna().astype("string")
@@ -402,7 +427,7 @@ def ids_are_integers(values: pd.Series) -> bool:
     if int(width.max()) < 19:
         return True
     big = text[width >= 19]
-    return all(-(2**63) <= int(v) <= INT64_MAX for v in big)
+    return all(integer_id(str(v)) is not None for v in big)
 
 
 # ------------------------------------------------------------------------------ the schemas

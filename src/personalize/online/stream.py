@@ -27,19 +27,36 @@ withdrawal of ``personalisation`` changes the served model's next answer for the
 consumer name):
 
 1. re-read the worker's own pending entries (delivered to this name earlier and not acknowledged:
-   a restart, or a lost connection), then
+   a restart, a lost connection, an entry whose write failed), then
 2. claim entries another worker has left pending longer than ``claim_idle_ms`` (``XAUTOCLAIM``:
    that worker is presumed dead), then
 3. read new entries (``XREADGROUP ... BLOCK block_ms``).
 
-Each batch is validated with the ingestion rules (:func:`validate_entries`), then written in one
-``MULTI``/``EXEC`` transaction: every valid event applied (:meth:`OnlineStore.apply`, a Lua script
-that skips an event ID it has seen), every malformed one added to the dead-letter stream with its
-raw fields and a reason naming the field, and every entry of the batch acknowledged. The state
-and the acknowledgement are written together or not at all, and a batch whose transaction did not
-run stays pending and is read again; an event that does come back (a re-published file, a
-redelivery) finds its ID and changes nothing. Every entry thus ends applied once or in the
-dead-letter stream, and acknowledged.
+Entries are read as bytes (:mod:`personalize.online.entries`) and each batch is validated with
+the ingestion rules (:func:`validate_entries`, :mod:`personalize.online.validate`), entry by
+entry: a field that is not UTF-8 or is given twice, an ID of 5,000 digits or of Unicode digits
+(text, by ingestion's rule :func:`personalize.data.validate.integer_id`) concerns that entry
+alone. The batch is then written in one ``MULTI``/``EXEC`` transaction: every valid event applied
+and its entry acknowledged in one Lua script (:meth:`OnlineStore.apply`: it skips an event ID it
+has seen, and checks the kinds of the user's keys before writing anything), every malformed entry
+added to the dead-letter stream with its raw fields (bytes kept, recoverably) and a reason naming
+the field, and acknowledged. An event is thus applied and acknowledged together or not at all; a
+batch whose transaction did not run stays pending and is read again, and an event that does come
+back (a re-published file, a redelivery) finds its ID and changes nothing.
+
+**Poison entries**: an entry whose write fails all the same (the store refuses it: a key of the
+user holding another type, an error raised for it) stays pending alone, the rest of its batch is
+written, and the worker retries it (step 1); the delivery on which its delivery count
+(``XPENDING``'s times-delivered) reaches ``online.max_deliveries`` and fails dead-letters it with
+the error, and an entry delivered more often than that (the workers that held it died on it) is
+dead-lettered without another attempt. Every entry thus ends applied once or in the dead-letter
+stream, and acknowledged; no entry stops a worker.
+
+**Until idle** (``until_idle``, ``personalize stream consume --until-idle``): the worker stops
+when nothing new arrives and nothing is pending in the group. Entries another worker holds are
+waited for: acknowledged by it, or claimed once idle ``claim_idle_ms``; with ``deadline_seconds``
+(``--deadline``) a run not drained by then reports what is left pending, per consumer, and the
+command exits 1.
 
 **Lost connection**: the worker retries (back-off from 0.05 s doubling to 1 s) for up to
 ``online.reconnect_seconds``, logging each failure, then raises :class:`StreamError`; when the
@@ -50,21 +67,23 @@ the failure is applied (or found applied) and acknowledged.
 (``XTRIM MINID ~`` below the oldest pending and the last delivered entry, read in one
 transaction), so the stream holds the backlog only. When other groups read the stream too,
 nothing is trimmed (their progress is not this group's to judge) and the cap alone bounds it.
+
+One module for publishing and consuming (over 400 lines): both sides of the stream's contract
+(its fields, the event IDs, the backlog cap and the trimming that keeps it honest) are read and
+changed together; the entries' byte-level handling and their validation have modules of their own.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from personalize.config.data import DataConfig, TableSource
@@ -72,19 +91,47 @@ from personalize.config.online import OnlineConfig
 from personalize.core import columns as C
 from personalize.core.errors import ConfigError, DataError, PersonalizeError
 from personalize.core.paths import data_dir
-from personalize.data.consent import CONSENT_COLUMNS, GRANTED, PURPOSE, parse_granted, read_consent_file
+from personalize.data.consent import CONSENT_COLUMNS, GRANTED, PURPOSE, read_consent_file
 from personalize.data.readers import ROW, read_table
-from personalize.data.validate import INT64_MAX, Issues, canonical_ids, now_utc, parse_timestamps
+from personalize.online import entries as E
+from personalize.online.validate import (
+    CONSENT_FIELDS,
+    EVENT_ID,
+    FIELDS,
+    Rejected,
+    derived_id,
+    event_id_of,
+    missing,
+    validate_entries,
+)
 from personalize.scoring.online import CONSENT_EVENT, OnlineSettings, OnlineStore
 
 log = logging.getLogger(__name__)
 
-FIELDS = (C.USER, C.ITEM, C.EVENT, C.TIMESTAMP, "event_id")
-CONSENT_FIELDS = (C.USER, PURPOSE, GRANTED, C.EVENT, C.TIMESTAMP, "event_id")
-EVENT_ID = "event_id"
-REASON = "reason"
-SOURCE_ID = "stream_id"
-_SEP = "\x1f"
+__all__ = [  # the stream's API, validation included (from personalize.online.validate)
+    "ConsumeResult",
+    "PublishResult",
+    "Rejected",
+    "StreamError",
+    "consume",
+    "dead_letter_pairs",
+    "dead_letters",
+    "describe",
+    "ensure_group",
+    "event_id_of",
+    "open_store",
+    "pending_count",
+    "publish",
+    "read_events",
+    "resolve_url",
+    "serve",
+    "trim_acknowledged",
+    "validate_entries",
+]
+
+REASON = E.REASON
+SOURCE_ID = E.SOURCE_ID
+_RETRY_PAUSE = 0.05  # seconds before an entry whose write failed is retried
 
 
 class StreamError(PersonalizeError):
@@ -188,18 +235,6 @@ def serve(folder: str | Path | None = None, port: int | None = None, echo: Calla
 # ---------------------------------------------------------------------------------- publish
 
 
-def event_id_of(user_id: Any, item_id: Any, event: Any, timestamp: Any) -> str:
-    """The ID of an event that has none: the first 24 hex digits of the SHA-1 of its user, item,
-    event type and timestamp as text (missing: empty), joined by the unit separator. Equal rows
-    get equal IDs: a copy of an event is the same event."""
-    parts = ["" if _missing(v) else str(v).strip() for v in (user_id, item_id, event, timestamp)]
-    return hashlib.sha1(_SEP.join(parts).encode()).hexdigest()[:24]
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
-
-
 def read_events(path: str | Path) -> pd.DataFrame:
     """A CSV/TSV/Parquet events file (columns user_id, item_id, timestamp, optional event and
     event_id) as text columns, read with the ingestion reader (a relative path: from the working
@@ -244,7 +279,7 @@ def _as_text(values: pd.Series) -> list[str | None]:
         return [None if pd.isna(v) else v.isoformat() for v in values]
     if pd.api.types.is_integer_dtype(values):
         return [None if pd.isna(v) else str(int(v)) for v in values]
-    return [None if _missing(v) else str(v) for v in values]
+    return [None if missing(v) else str(v) for v in values]
 
 
 @dataclass
@@ -287,7 +322,7 @@ def publish(
     generated = 0
     for i, given in enumerate(cols[EVENT_ID]):
         if given is None or not given.strip():
-            cols[EVENT_ID][i] = _id_of({c: cols[c][i] for c in fields})
+            cols[EVENT_ID][i] = derived_id({c: cols[c][i] for c in fields})
             generated += 1
     repeated = n - len(set(cols[EVENT_ID]))
     chunk = config.batch_size if rate is None else max(1, min(config.batch_size, int(rate / 20)))
@@ -320,196 +355,6 @@ def publish(
     return PublishResult(n, generated, repeated, time.perf_counter() - start)
 
 
-def _id_of(fields: dict[str, Any]) -> str:
-    """The derived ID of an event (:func:`event_id_of`) or of a consent record (its purpose and
-    granted in the item's place)."""
-    if fields.get(C.EVENT) is not None and str(fields[C.EVENT]).strip() == CONSENT_EVENT:
-        what = f"{fields.get(PURPOSE)}={fields.get(GRANTED)}"
-        return event_id_of(fields.get(C.USER), what, CONSENT_EVENT, fields.get(C.TIMESTAMP))
-    return event_id_of(fields.get(C.USER), fields.get(C.ITEM), fields.get(C.EVENT), fields.get(C.TIMESTAMP))
-
-
-# ---------------------------------------------------------------------------------- validate
-
-
-@dataclass
-class Rejected:
-    """A stream entry that is not a valid event: its ID, raw fields and why."""
-
-    stream_id: str
-    fields: dict[str, str]
-    reason: str
-
-
-def _stream_id_value(text: str) -> int | str:
-    """An ID for the stored event: an int when it is a canonical integer that fits int64 (what
-    the served model's ID lookup matches either way), else the text."""
-    if text.lstrip("-").isdigit() and -(2**63) <= int(text) <= INT64_MAX:
-        return int(text)
-    return text
-
-
-def validate_entries(
-    entries: list[tuple[str, dict[str, str] | None]],
-    data: DataConfig | None = None,
-    now: pd.Timestamp | None = None,
-) -> tuple[list[tuple[str, dict[str, Any]]], list[Rejected]]:
-    """Split stream entries into valid events (stream ID, event ready for
-    :meth:`OnlineStore.apply`) and rejected ones, with the ingestion rules:
-
-    - ``user_id``, ``item_id``: present (:func:`canonical_ids`: surrounding spaces dropped,
-      ``'007'`` is ``'7'``); stored as int64 when a canonical integer that fits, else text;
-    - ``timestamp``: epoch number in ``data.timestamp.epoch_unit`` or ISO 8601 with an offset
-      (or ``assume_timezone``), inside the plausible window (``data.timestamp.earliest`` to now
-      when ``reject_future``) (:func:`parse_timestamps`); stored as ISO 8601 UTC;
-    - ``event``: when ``data.events`` configures types, present and one of them; else free;
-    - ``event_id``: derived from the fields (:func:`event_id_of`) when absent.
-
-    A rejected entry's reason lists every failure as ``field: what`` (e.g. ``user_id: user_id is
-    missing``). An entry with no fields (deleted before it was read) is rejected as such.
-
-    An entry with ``event: consent`` is a consent record (module doc), checked by
-    :func:`validate_consent_entries` instead; results keep the entries' order.
-    """
-    data = data or DataConfig()
-    now = now if now is not None else now_utc()
-    is_consent = [bool(f) and str(f.get(C.EVENT) or "").strip() == CONSENT_EVENT for _, f in entries]
-    if not any(is_consent):
-        return _validate_events(entries, data, now)
-    order = {sid: pos for pos, (sid, _) in enumerate(entries)}
-    v1, r1 = _validate_events([e for e, c in zip(entries, is_consent) if not c], data, now)
-    v2, r2 = validate_consent_entries([e for e, c in zip(entries, is_consent) if c], data, now)
-    valid = sorted(v1 + v2, key=lambda v: order[v[0]])
-    rejected = sorted(r1 + r2, key=lambda r: order[r.stream_id])
-    return valid, rejected
-
-
-def validate_consent_entries(
-    entries: list[tuple[str, dict[str, str]]], data: DataConfig, now: pd.Timestamp
-) -> tuple[list[tuple[str, dict[str, Any]]], list[Rejected]]:
-    """Consent records from the stream, checked with the consent table's rules
-    (:mod:`personalize.data.consent`): ``user_id`` present (canonical), ``purpose`` one of
-    ``data.privacy.record.purposes``, ``granted`` a boolean, ``timestamp`` as for events. Valid
-    ones are ready for :meth:`OnlineStore.consent` (``granted`` a bool, ``timestamp`` ISO 8601 UTC)."""
-    n = len(entries)
-    raw = [fields or {} for _, fields in entries]
-    frame = pd.DataFrame(
-        {c: pd.array([r.get(c) for r in raw], dtype="string") for c in CONSENT_FIELDS}, index=range(n)
-    )
-    for c in CONSENT_FIELDS:
-        frame[c] = frame[c].mask(frame[c].str.strip() == "")
-    issues = Issues(n)
-    users = canonical_ids(frame[C.USER], C.USER, issues)
-    purposes = frame[PURPOSE].str.strip()
-    known = sorted(data.privacy.record.purposes)
-    issues.add(purposes.isna().to_numpy(dtype=bool), "purpose: missing", "purpose is missing")
-    issues.add(
-        (purposes.notna() & ~purposes.isin(known)).to_numpy(dtype=bool),
-        "purpose: unknown",
-        lambda pos: [
-            f"purpose '{purposes.iloc[p]}' is not one of data.privacy.record.purposes {known}" for p in pos
-        ],
-    )
-    granted, ok = parse_granted(frame[GRANTED])
-    issues.add(
-        ~ok,
-        "granted: not a boolean",
-        lambda pos: [f"granted '{frame[GRANTED].iloc[p]}' is not true/false, 1/0 or yes/no" for p in pos],
-    )
-    stamps = parse_timestamps(frame[C.TIMESTAMP], data.timestamp, issues, now)
-    bad = issues.bad()
-    valid, rejected = [], []
-    for pos, (sid, _) in enumerate(entries):
-        if bad[pos]:
-            reason = "; ".join(
-                f"{kind.split(':')[0]}: {detail}"
-                for kind, detail in zip(issues.kinds(pos), issues.details(pos), strict=True)
-            )
-            rejected.append(Rejected(sid, raw[pos], reason))
-            continue
-        eid = frame[EVENT_ID].iloc[pos]
-        eid = _id_of(raw[pos]) if _missing(eid) else str(eid).strip()
-        record = {
-            C.USER: str(users.iloc[pos]),
-            C.EVENT: CONSENT_EVENT,
-            PURPOSE: str(purposes.iloc[pos]),
-            GRANTED: bool(granted[pos]),
-            C.TIMESTAMP: stamps.iloc[pos].isoformat(),
-            EVENT_ID: eid,
-        }
-        valid.append((sid, record))
-    return valid, rejected
-
-
-def _validate_events(
-    entries: list[tuple[str, dict[str, str] | None]], data: DataConfig, now: pd.Timestamp
-) -> tuple[list[tuple[str, dict[str, Any]]], list[Rejected]]:
-    """:func:`validate_entries` of entries that are not consent records."""
-    now = now if now is not None else now_utc()
-    n = len(entries)
-    raw = [fields or {} for _, fields in entries]
-    frame = pd.DataFrame(
-        {c: pd.array([r.get(c) for r in raw], dtype="string") for c in FIELDS}, index=range(n)
-    )
-    for c in FIELDS:
-        frame[c] = frame[c].mask(frame[c].str.strip() == "")
-    issues = Issues(n)
-    deleted = np.array([fields is None or not fields for _, fields in entries], dtype=bool)
-    issues.add(deleted, "entry: deleted", "entry was deleted from the stream before it was processed")
-    users = canonical_ids(frame[C.USER], C.USER, issues)
-    items = canonical_ids(frame[C.ITEM], C.ITEM, issues)
-    stamps = parse_timestamps(frame[C.TIMESTAMP], data.timestamp, issues, now)
-    events = frame[C.EVENT].str.strip()
-    if data.events:
-        known = sorted(data.events)
-        issues.add(
-            (events.isna() & ~deleted).to_numpy(dtype=bool),
-            "event: missing",
-            f"event is missing (data.events configures {known})",
-        )
-        unknown = (events.notna() & ~events.isin(known)).to_numpy(dtype=bool)
-        issues.add(
-            unknown,
-            "event: unknown type",
-            lambda pos: [f"event '{events.iloc[p]}' is not one of data.events {known}" for p in pos],
-        )
-    bad = issues.bad()
-    user_list, item_list, event_list = users.tolist(), items.tolist(), events.tolist()
-    id_list, stamp_list = frame[EVENT_ID].tolist(), stamps.tolist()
-    valid, rejected = [], []
-    for pos, (sid, _) in enumerate(entries):
-        if bad[pos]:
-            reason = "; ".join(
-                f"{kind.split(':')[0]}: {detail}"
-                for kind, detail in zip(issues.kinds(pos), issues.details(pos), strict=True)
-            )
-            rejected.append(Rejected(sid, raw[pos], reason))
-            continue
-        event = None if _missing(event_list[pos]) else str(event_list[pos])
-        eid = id_list[pos]
-        if _missing(eid):
-            r = raw[pos]
-            eid = event_id_of(r.get(C.USER), r.get(C.ITEM), r.get(C.EVENT), r.get(C.TIMESTAMP))
-        event_fields = {
-            C.USER: str(user_list[pos]),
-            C.ITEM: _stream_id_value(str(item_list[pos])),
-            C.EVENT: event,
-            C.TIMESTAMP: stamp_list[pos].isoformat(),
-            EVENT_ID: str(eid).strip(),
-        }
-        valid.append((sid, event_fields))
-    return valid, rejected
-
-
-def _dead_fields(rejected: Rejected) -> dict[str, str]:
-    """The dead-letter entry: the raw fields (a raw field named like one of ours is kept as
-    ``raw:<name>``), the reason and the original stream ID."""
-    out = {(f"raw:{k}" if k in (REASON, SOURCE_ID) else k): v for k, v in rejected.fields.items()}
-    out[REASON] = rejected.reason
-    out[SOURCE_ID] = rejected.stream_id
-    return out
-
-
 # ---------------------------------------------------------------------------------- consume
 
 
@@ -517,20 +362,37 @@ def _dead_fields(rejected: Rejected) -> dict[str, str]:
 class ConsumeResult:
     """What a worker did. ``applied + duplicates + dead_lettered`` entries were acknowledged;
     ``claimed`` of them came from other workers' pending entries, ``redelivered`` from this
-    worker's own (a restart or a lost connection)."""
+    worker's own (a restart, a lost connection, a retry). ``poisoned`` of the dead-lettered
+    entries failed to apply until their delivery count reached ``online.max_deliveries``;
+    ``failed_attempts`` counts the attempts that failed and were left pending to retry.
+    ``stopped``: ``idle`` (``until_idle``: nothing new, nothing pending anywhere in the group),
+    ``deadline`` (then ``pending_left`` entries were still pending, by consumer in
+    ``pending_by``, and ``unread_left`` says whether entries no worker had read remained),
+    ``stop_after`` or ``interrupted``."""
 
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    poisoned: int = 0
+    failed_attempts: int = 0
     claimed: int = 0
     redelivered: int = 0
     batches: int = 0
     reconnects: int = 0
     seconds: float = 0.0
+    stopped: str = ""
+    pending_left: int = 0
+    pending_by: dict[str, int] = field(default_factory=dict)
+    unread_left: bool = False
 
     @property
     def processed(self) -> int:
         return self.applied + self.duplicates + self.dead_lettered
+
+    @property
+    def drained(self) -> bool:
+        """Whether the run stopped because the group had nothing left (``until_idle``)."""
+        return self.stopped == "idle"
 
     @property
     def events_per_second(self) -> float:
@@ -556,7 +418,7 @@ def ensure_group(store: OnlineStore) -> None:
 
 
 def _entries(reply: Any) -> list[tuple[str, dict[str, str] | None]]:
-    """XREADGROUP's reply for one stream as [(ID, fields)]."""
+    """XREADGROUP's reply (parsed by the client) for one stream as [(ID, fields)]."""
     if not reply:
         return []
     return [(sid, fields) for sid, fields in reply[0][1]]
@@ -569,13 +431,18 @@ def consume(
     data: DataConfig | None = None,
     stop_after: int | None = None,
     until_idle: bool = False,
-    on_batch: Callable[[list[tuple[str, dict[str, str] | None]]], Any] | None = None,
+    on_batch: Callable[[list[E.RawEntry]], Any] | None = None,
     progress: bool = False,
+    deadline_seconds: float | None = None,
 ) -> ConsumeResult:
-    """Run one worker (module doc) until ``stop_after`` entries are processed, or (``until_idle``)
-    until a read finds nothing new and nothing to claim, or until interrupted (the counts so far
-    are returned). ``on_batch`` sees each batch before it is written (progress, tests). Raises
-    StreamError when the server stays unreachable longer than ``online.reconnect_seconds``."""
+    """Run one worker (module doc) until ``stop_after`` entries are processed, or
+    (``until_idle``) until a read finds nothing new and nothing is pending in the group (entries
+    another worker holds are waited for: acknowledged by it, or claimed once idle
+    ``claim_idle_ms``), or until ``deadline_seconds`` have passed (the result then says what was
+    left: ``stopped == "deadline"``), or until interrupted (the counts so far are returned).
+    ``on_batch`` sees each batch, (stream ID, raw field pairs) as read, before it is written
+    (progress, tests). Raises StreamError when the server stays unreachable longer than
+    ``online.reconnect_seconds``; no entry makes it raise."""
     import redis
     from tqdm.auto import tqdm
 
@@ -584,14 +451,25 @@ def consume(
     name = consumer_name or default_consumer_name()
     result = ConsumeResult()
     start = time.perf_counter()
+    deadline = None if deadline_seconds is None else time.monotonic() + deadline_seconds
+    reader = E.reader_client(store.settings.url, socket_timeout=config.block_ms / 1000 + 10)
     bar = tqdm(desc=f"consume ({name})", unit="event", disable=not progress)
     own_pending = True  # re-read this name's pending entries first
     group_ready = False
     failing_since: float | None = None
     backoff = 0.05
     last_trim = 0.0
+    waiting_logged = False
     try:
-        while stop_after is None or result.processed < stop_after:
+        while True:
+            if stop_after is not None and result.processed >= stop_after:
+                result.stopped = "stop_after"
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                _left(store, reader, result)
+                drained = until_idle and not result.pending_left and not result.unread_left
+                result.stopped = "idle" if drained else "deadline"
+                break
             count = config.batch_size
             if stop_after is not None:
                 count = min(count, stop_after - result.processed)
@@ -601,33 +479,43 @@ def consume(
                     group_ready = True
                 batch, source = [], "new"
                 if own_pending:
-                    batch = _entries(
-                        store.client.xreadgroup(store.group, name, {store.stream: "0"}, count=count)
+                    batch = E.read_reply(
+                        reader.xreadgroup(store.group, name, {store.stream: "0"}, count=count)
                     )
                     source = "own"
                     own_pending = bool(batch)
                 if not batch:
-                    reply = store.client.xautoclaim(
+                    reply = reader.xautoclaim(
                         store.stream, store.group, name, min_idle_time=config.claim_idle_ms,
                         start_id="0-0", count=count,
                     )  # fmt: skip
-                    batch, source = list(reply[1]), "claimed"
+                    batch, source = E.claim_reply(reply), "claimed"
                 if not batch:
-                    batch, source = (
-                        _entries(
-                            store.client.xreadgroup(
-                                store.group, name, {store.stream: ">"}, count=count, block=config.block_ms
-                            )
-                        ),
-                        "new",
+                    block = config.block_ms
+                    if deadline is not None:
+                        block = max(1, min(block, int((deadline - time.monotonic()) * 1000)))
+                    reply = reader.xreadgroup(
+                        store.group, name, {store.stream: ">"}, count=count, block=block
                     )
+                    batch, source = E.read_reply(reply), "new"
                     if not batch:
                         if until_idle:
-                            break
+                            held = _pending_by_consumer(store, reader)
+                            if not held:
+                                result.stopped = "idle"
+                                break
+                            if not waiting_logged:  # another worker holds entries: wait for them
+                                log.info(
+                                    "worker %s: waiting for %d pending entries of %s (acknowledged by their "
+                                    "worker, or claimed once idle %d ms: online.claim_idle_ms)",
+                                    name, sum(held.values()), held, config.claim_idle_ms,
+                                )  # fmt: skip
+                                waiting_logged = True
                         continue
                 if on_batch is not None:
                     on_batch(batch)
-                _write_batch(store, batch, data, result)
+                retry = _write_batch(store, reader, batch, source, config, data, result)
+                own_pending = own_pending or retry
                 result.batches += 1
                 if source == "claimed":
                     result.claimed += len(batch)
@@ -635,9 +523,11 @@ def consume(
                     result.redelivered += len(batch)
                 bar.update(len(batch))
                 if time.monotonic() - last_trim > 1.0:
-                    trim_acknowledged(store)
+                    trim_acknowledged(store, reader)
                     last_trim = time.monotonic()
                 failing_since, backoff = None, 0.05
+                if retry:  # an entry's write failed: it is re-read (step 1) after a pause, not in a spin
+                    time.sleep(_RETRY_PAUSE)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 now = time.monotonic()
                 failing_since = failing_since or now
@@ -657,50 +547,188 @@ def consume(
                     continue
                 raise
     except KeyboardInterrupt:
-        pass
+        result.stopped = "interrupted"
     finally:
         bar.close()
+        reader.close()
         result.seconds = time.perf_counter() - start
     return result
 
 
+def _pending_by_consumer(store: OnlineStore, reader: Any) -> dict[str, int]:
+    """The group's pending entries per consumer (``XPENDING`` summary; names as text)."""
+    summary = reader.xpending(store.stream, store.group)
+    if not summary or not summary.get("pending"):
+        return {}
+    return {E.text(c["name"]): int(c["pending"]) for c in summary.get("consumers") or []}
+
+
+def _left(store: OnlineStore, reader: Any, result: ConsumeResult) -> None:
+    """What a run stopped at its deadline leaves: the pending entries by consumer, and whether
+    the stream holds entries past the group's last delivered one (never read)."""
+    import redis
+
+    try:
+        result.pending_by = _pending_by_consumer(store, reader)
+        result.pending_left = sum(result.pending_by.values())
+        last = reader.xrevrange(store.stream, count=1)
+        groups = [g for g in reader.xinfo_groups(store.stream) if E.text(g["name"]) == store.group]
+        delivered = E.text(groups[0]["last-delivered-id"]) if groups else "0-0"
+        result.unread_left = bool(last) and _id_key(E.text(last[0][0])) > _id_key(delivered)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("cannot read what is left pending (%s)", exc)
+        result.unread_left = True
+
+
+@dataclass
+class _Op:
+    """One entry's write: ``apply`` a valid event (or consent record) and acknowledge it in the
+    same script, or ``dead``-letter a rejected entry and acknowledge it."""
+
+    kind: str
+    stream_id: str
+    event: dict[str, Any] | None = None
+    rejected: Rejected | None = None
+    poison: bool = False  # dead-lettered for failing until online.max_deliveries
+
+
 def _write_batch(
     store: OnlineStore,
-    batch: list[tuple[str, dict[str, str] | None]],
+    reader: Any,
+    batch: list[E.RawEntry],
+    source: str,
+    config: OnlineConfig,
     data: DataConfig,
     result: ConsumeResult,
-) -> None:
-    """Validate, then in one MULTI/EXEC: apply the valid events, dead-letter the rest, XACK all."""
+) -> bool:
+    """Validate the batch, then in one MULTI/EXEC: apply each valid event and acknowledge its
+    entry (one script per event: both or neither), dead-letter and acknowledge each rejected
+    entry. An entry whose write fails stays pending and is retried (True is returned: re-read
+    this worker's pending entries), until its delivery count reaches ``online.max_deliveries``:
+    then it is dead-lettered with the error. An entry delivered more than that many times (its
+    workers died on it) is dead-lettered without another attempt."""
     valid, rejected = validate_entries(batch, data)
-    pipe = store.client.pipeline(transaction=True)
-    for _, event in valid:
-        if event.get(C.EVENT) == CONSENT_EVENT:
-            store.consent(event, pipe)
+    limit = config.max_deliveries
+    counts = dict.fromkeys((sid for sid, _ in batch), 1)
+    if source != "new":
+        counts.update(_delivery_counts(store, reader, list(counts)))
+    raw = dict(batch)
+    ops = [_Op("dead", r.stream_id, rejected=r) for r in rejected]
+    for sid, event in valid:
+        if counts[sid] > limit:
+            reason = (
+                f"entry: delivered {counts[sid]} times, more than online.max_deliveries ({limit}), without "
+                "being applied or dead-lettered (the workers that held it died or failed on it)"
+            )
+            ops.append(_Op("dead", sid, rejected=Rejected(sid, raw[sid], reason), poison=True))
         else:
-            store.apply(event, pipe)
-    for item in rejected:
-        pipe.xadd(store.dead, _dead_fields(item))
-    pipe.xack(store.stream, store.group, *[sid for sid, _ in batch])
-    replies = pipe.execute()
-    applied = sum(1 for r in replies[: len(valid)] if int(r) > 0)
-    result.applied += applied
-    result.duplicates += len(valid) - applied
-    result.dead_lettered += len(rejected)
+            ops.append(_Op("apply", sid, event=event))
+    retry = False
+    while ops:
+        outcome = _execute(store, ops)
+        poison = []
+        for op in ops:
+            reply = outcome[op.stream_id]
+            if isinstance(reply, Exception):
+                if op.kind == "apply" and counts[op.stream_id] >= limit:
+                    reason = (
+                        f"entry: applying it failed on delivery {counts[op.stream_id]} "
+                        f"(online.max_deliveries = {limit}): {type(reply).__name__}: {reply}"
+                    )
+                    rejected_op = Rejected(op.stream_id, raw[op.stream_id], reason)
+                    poison.append(_Op("dead", op.stream_id, rejected=rejected_op, poison=True))
+                    continue
+                log.warning(
+                    "entry %s (delivery %d, online.max_deliveries %d): %s failed, left pending: %s",
+                    op.stream_id, counts[op.stream_id], limit, op.kind, reply,
+                )  # fmt: skip
+                result.failed_attempts += 1
+                retry = True
+            elif op.kind == "dead":
+                result.dead_lettered += 1
+                result.poisoned += op.poison
+            elif int(reply) > 0:
+                result.applied += 1
+            else:
+                result.duplicates += 1
+        ops = poison  # dead-letter what failed on its last allowed delivery (a failure here: retried)
+    return retry
 
 
-def trim_acknowledged(store: OnlineStore) -> None:
+def _delivery_counts(store: OnlineStore, reader: Any, stream_ids: list[str]) -> dict[str, int]:
+    """Each pending entry's delivery count (``XPENDING``'s times-delivered, this delivery
+    included); an entry no longer pending (another worker acknowledged it meanwhile) is left out."""
+    pipe = reader.pipeline(transaction=False)
+    for sid in stream_ids:
+        pipe.xpending_range(store.stream, store.group, min=sid, max=sid, count=1)
+    out = {}
+    for rows in pipe.execute():
+        for row in rows or []:
+            out[E.text(row["message_id"])] = int(row["times_delivered"])
+    return out
+
+
+def _execute(store: OnlineStore, ops: list[_Op]) -> dict[str, Any]:
+    """Write ``ops`` in one MULTI/EXEC; each entry's reply (an apply script's count, the
+    dead letter's ID) or the exception that kept it from being written. Connection failures
+    propagate (the worker's reconnect loop); a transaction refused as a whole is written again
+    one entry per transaction, to find the entry at fault."""
+    import redis
+
+    out: dict[str, Any] = {}
+    pipe = store.client.pipeline(transaction=True)
+    queued = []
+    for op in ops:
+        try:
+            if op.kind == "apply":
+                write = store.consent if op.event.get(C.EVENT) == CONSENT_EVENT else store.apply
+                write(op.event, pipe, ack=op.stream_id)
+            else:
+                dead = E.dead_fields(op.stream_id, op.rejected.fields, op.rejected.reason)
+                pipe.execute_command("XADD", store.dead, "*", *[x for pair in dead for x in pair])
+                pipe.xack(store.stream, store.group, op.stream_id)
+            queued.append(op)
+        except Exception as exc:  # the store refused the entry before anything was sent
+            out[op.stream_id] = exc
+    if not queued:
+        return out
+    try:
+        replies = pipe.execute(raise_on_error=False)
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise
+    except Exception as exc:
+        if len(queued) == 1:
+            out[queued[0].stream_id] = exc
+            return out
+        for op in queued:
+            out.update(_execute(store, [op]))
+        return out
+    pos = 0
+    for op in queued:
+        size = 1 if op.kind == "apply" else 2
+        part = replies[pos : pos + size]
+        pos += size
+        failed = [r for r in part if isinstance(r, Exception)]
+        out[op.stream_id] = failed[0] if failed else part[0]
+    return out
+
+
+def trim_acknowledged(store: OnlineStore, client: Any | None = None) -> None:
     """Delete the stream entries every group has acknowledged: ``XTRIM MINID ~`` the smallest of
     each group's oldest pending entry and last delivered entry (read in one transaction, so no
-    delivery can slip in between)."""
-    pipe = store.client.pipeline(transaction=True)
+    delivery can slip in between). ``client``: the one to read with (default the store's; the
+    workers pass their bytes reader, so that another group's name that is not UTF-8 cannot
+    stop them)."""
+    client = client if client is not None else store.client
+    pipe = client.pipeline(transaction=True)
     pipe.xinfo_groups(store.stream)
     pipe.xpending(store.stream, store.group)
     groups, summary = pipe.execute()
-    if len(groups) != 1 or groups[0]["name"] != store.group:
+    if len(groups) != 1 or E.text(groups[0]["name"]) != store.group:
         return  # other groups read this stream: their progress is theirs to track; trim nothing
-    floor = [_id_key(groups[0]["last-delivered-id"])]
+    floor = [_id_key(E.text(groups[0]["last-delivered-id"]))]
     if summary["pending"] and summary["min"]:
-        floor.append(_id_key(summary["min"]))
+        floor.append(_id_key(E.text(summary["min"])))
     low = min(floor)
     if low > (0, 0):
         store.client.xtrim(store.stream, minid=f"{low[0]}-{low[1]}", approximate=True)
@@ -712,8 +740,20 @@ def _id_key(stream_id: str) -> tuple[int, int]:
 
 
 def dead_letters(store: OnlineStore, count: int | None = None) -> list[tuple[str, dict[str, str]]]:
-    """The dead-letter stream's entries, oldest first (ID, fields with ``reason``)."""
+    """The dead-letter stream's entries, oldest first (ID, fields with ``reason`` and
+    ``stream_id``; :func:`personalize.online.entries.raw_fields` gives back the raw entry's
+    exact bytes)."""
     return [(sid, fields) for sid, fields in store.client.xrange(store.dead, count=count)]
+
+
+def dead_letter_pairs(store: OnlineStore, count: int | None = None) -> list[E.RawEntry]:
+    """The dead-letter stream's entries as (ID, field pairs as bytes, in order): what
+    :func:`personalize.online.entries.raw_fields` reads the raw entry back from."""
+    reader = E.reader_client(store.settings.url, socket_timeout=10)
+    try:
+        return E.range_reply(reader.xrange(store.dead, count=count))
+    finally:
+        reader.close()
 
 
 def pending_count(store: OnlineStore) -> int:
@@ -735,3 +775,14 @@ def describe(result: PublishResult | ConsumeResult) -> Iterable[str]:
         f"(claimed {result.claimed}, redelivered {result.redelivered}, reconnects {result.reconnects}) "
         f"in {result.seconds:.2f} s ({result.events_per_second:,.0f} events/s)"
     )
+    if result.poisoned or result.failed_attempts:
+        yield (
+            f"{result.poisoned} dead-lettered after failing to apply until online.max_deliveries; "
+            f"{result.failed_attempts} failed attempts left pending to retry"
+        )
+    if result.stopped == "deadline":
+        held = ", ".join(f"{c}: {n}" for c, n in sorted(result.pending_by.items())) or "none"
+        yield (
+            f"NOT drained at the deadline: {result.pending_left} entries still pending (by consumer: {held})"
+            + ("; entries no worker has read remain" if result.unread_left else "")
+        )

@@ -5,7 +5,8 @@ Keys (``ns``: the namespace, ``online.namespace``):
 
 - ``{ns}:events``: the event stream (``XADD``; fields ``user_id``, ``item_id``, ``event``,
   ``timestamp``, ``event_id``), read by the consumer group ``{ns}:workers``;
-- ``{ns}:dead``: the dead-letter stream (malformed events with the raw fields and a reason);
+- ``{ns}:dead``: the dead-letter stream (entries not applied: malformed, or refused until
+  ``online.max_deliveries``; with the raw fields and a reason);
 - ``{ns}:user:{user_id}``: the user's recent events, oldest first, each a JSON list
   ``[item_id, event, timestamp, event_id]``, trimmed to the latest ``max_recent``;
 - ``{ns}:version:{user_id}``: the number of changes applied to the user, events and consent
@@ -21,8 +22,9 @@ Keys (``ns``: the namespace, ``online.namespace``):
 - ``{ns}:cache:{model}:{user_id}:{version}:{request}``: a cached answer (JSON), kept
   ``cache_ttl_seconds``.
 
-:meth:`OnlineStore.apply` applies an event in one Lua script (check the ID, append, trim, count),
-so an event is applied once or not at all even when two workers hold it; :meth:`OnlineStore.consent`
+:meth:`OnlineStore.apply` applies an event in one Lua script (check the kinds of the user's keys,
+check the ID, append, trim, count, and acknowledge the stream entry when given), so an event is
+applied once or not at all even when two workers hold it; :meth:`OnlineStore.consent`
 does the same for a consent record. ``redis`` (the client)
 is imported only when a store is opened.
 """
@@ -48,29 +50,60 @@ def epoch_microseconds(value: Any) -> int:
     return int((stamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1))
 
 
-_APPLY = """
+# Both scripts check the kinds of the keys they write before writing anything (a script that
+# fails half-way keeps its earlier writes: the event's ID remembered without the event), and
+# acknowledge the stream entry the event came from (KEYS[4], ARGV group and entry ID, when
+# given) in the same script: an event is applied and acknowledged together, or neither.
+_CHECK = """
+local function refuse(key, kind)
+  local held = redis.call('TYPE', key)['ok']
+  if held ~= 'none' and held ~= kind then
+    return 'WRONGTYPE ' .. key .. ' holds a ' .. held .. ', not a ' .. kind
+  end
+  if kind == 'string' and held == 'string' then
+    local count = redis.call('GET', key)
+    if not string.match(count, '^%d+$') or #count > 18 then
+      return 'WRONGTYPE ' .. key .. ' holds ' .. string.sub(count, 1, 40) .. ', not a count'
+    end
+  end
+  return nil
+end
+"""
+
+_APPLY = (
+    _CHECK
+    + """
+local why = refuse(KEYS[2], 'list') or refuse(KEYS[3], 'string')
+if why then return redis.error_reply(why) end
+local count = 0
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
   redis.call('RPUSH', KEYS[2], ARGV[1])
   redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-  return redis.call('INCR', KEYS[3])
+  count = redis.call('INCR', KEYS[3])
 end
-return 0
+if KEYS[4] then redis.call('XACK', KEYS[4], ARGV[4], ARGV[5]) end
+return count
 """
+)
 
-_CONSENT = """
+_CONSENT = (
+    _CHECK
+    + """
+local why = refuse(KEYS[2], 'hash') or refuse(KEYS[3], 'string')
+if why then return redis.error_reply(why) end
+local count = 0
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[4]) then
   local current = redis.call('HGET', KEYS[2], ARGV[1])
-  if current then
-    local stamp = tonumber(string.match(current, ':(.*)$'))
-    if stamp and stamp > tonumber(ARGV[3]) then
-      return 0
-    end
+  local stamp = current and tonumber(string.match(current, ':(.*)$'))
+  if not (stamp and stamp > tonumber(ARGV[3])) then
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+    count = redis.call('INCR', KEYS[3])
   end
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
-  return redis.call('INCR', KEYS[3])
 end
-return 0
+if KEYS[4] then redis.call('XACK', KEYS[4], ARGV[5], ARGV[6]) end
+return count
 """
+)
 
 
 @dataclass
@@ -135,10 +168,13 @@ class OnlineStore:
 
     # ----------------------------------------------------------------------------- write
 
-    def apply(self, event: dict[str, Any], pipe: Any | None = None) -> Any:
+    def apply(self, event: dict[str, Any], pipe: Any | None = None, ack: str | None = None) -> Any:
         """Apply one validated event (``user_id``, ``item_id``, ``event``, ``timestamp``,
         ``event_id``); returns the user's new event count, or 0 when the ID was applied
-        before (with ``pipe``: queued on that pipeline, the result comes with its execute)."""
+        before (with ``pipe``: queued on that pipeline, the result comes with its execute).
+        ``ack``: the ID of the stream entry the event came from, acknowledged (``XACK`` to the
+        consumer group) in the same script. A key of the user that holds another kind of value
+        makes it a ``WRONGTYPE`` error with nothing written and nothing acknowledged."""
         value = json.dumps([event["item_id"], event.get("event"), event.get("timestamp"), event["event_id"]])
         keys = [
             self.applied_key(event["event_id"]),
@@ -146,18 +182,21 @@ class OnlineStore:
             self.version_key(event["user_id"]),
         ]
         args = [value, self.settings.max_recent, self.settings.id_ttl_seconds]
+        if ack is not None:
+            keys, args = [*keys, self.stream], [*args, self.group, ack]
         return (
             self._apply(keys=keys, args=args, client=pipe)
             if pipe is not None
             else self._apply(keys=keys, args=args)
         )
 
-    def consent(self, record: dict[str, Any], pipe: Any | None = None) -> Any:
+    def consent(self, record: dict[str, Any], pipe: Any | None = None, ack: str | None = None) -> Any:
         """Apply one validated consent record (``user_id``, ``purpose``, ``granted`` (bool),
         ``timestamp`` (ISO 8601 with an offset, or an aware datetime), ``event_id``): the user's
         ``purpose`` entry becomes it unless the entry held is later. Returns the user's new
         change count, or 0 when the ID was applied before or the record is older than the one
-        held (with ``pipe``: queued, the result comes with its execute)."""
+        held (with ``pipe``: queued, the result comes with its execute). ``ack``: as for
+        :meth:`apply`."""
         keys = [
             self.applied_key(record["event_id"]),
             self.consent_key(record["user_id"]),
@@ -169,6 +208,8 @@ class OnlineStore:
             str(epoch_microseconds(record.get("timestamp"))),
             self.settings.id_ttl_seconds,
         ]
+        if ack is not None:
+            keys, args = [*keys, self.stream], [*args, self.group, ack]
         return (
             self._consent(keys=keys, args=args, client=pipe)
             if pipe is not None
