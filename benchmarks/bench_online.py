@@ -57,6 +57,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import secrets  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -94,6 +95,8 @@ def start_server(
     env.pop("PERSONALIZE_ONLINE_URL", None)
     if online_url is not None:
         env.update({"PERSONALIZE_ONLINE_URL": online_url, "PERSONALIZE_ONLINE_NAMESPACE": namespace})
+        # the answer cache's serving secret (without one the cache is off), fresh for each run
+        env.setdefault("PERSONALIZE_CACHE_SECRET", secrets.token_hex(32))
     cmd = [
         str(Path(bin_dir) / "mlflow"),
         *("models", "serve", "-m", model_uri, "--env-manager", "local"),

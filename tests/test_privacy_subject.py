@@ -412,3 +412,95 @@ def test_rebuilding_a_stream_whose_every_entry_was_erased(redis_server):
     client.xdel("events", grouped)
     rebuild_stream(client, "events")  # no entry left, but the group stays
     assert client.xinfo_groups("events")[0]["name"] == "g" and client.xlen("events") == 0
+
+
+# ------------------------------------------------------------- consent history, unknown IDs
+
+
+def test_access_shows_every_consent_record_per_purpose(tmp_path, tracking_store, redis_server, monkeypatch):
+    """The consent table's records of the user (all of them, oldest first, the one in force
+    marked), their consent events still in the stream and the online store's record."""
+
+    monkeypatch.setenv("PERSONALIZE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    monkeypatch.setenv("PERSONALIZE_DATA_DIR", str(tmp_path / "data"))
+    raw = _raw_files(tmp_path / "raw")
+    consent = tmp_path / "raw" / "consent.csv"
+    consent.write_text(
+        "user_id,purpose,granted,timestamp\n"
+        f"{TARGET},training,true,2021-01-01T00:00:00+00:00\n"
+        f"{TARGET},personalisation,true,2021-01-01T00:00:00+00:00\n"
+        f"{OTHER},personalisation,false,2021-02-01T00:00:00+00:00\n"
+        f"{TARGET},personalisation,false,2021-03-01T00:00:00+00:00\n"
+        f" {TARGET},personalisation,yes,2021-02-01T00:00:00+00:00\n"  # another spelling, older
+    )
+    spec = _experiment(raw, redis_server.url)
+    spec["data"]["privacy"]["consent"] = str(consent)
+    exp_file = tmp_path / "shop.yaml"
+    exp_file.write_text(yaml.safe_dump(spec))
+    subject = identify(TARGET, load_experiment(data=spec).data)
+    store = OnlineStore(OnlineSettings(url=redis_server.url, namespace=NS, timeout_seconds=2.0))
+    store.set_consent(subject.pseudonym, "personalisation", True, "2021-04-01T00:00:00+00:00")
+    store.client.xadd(
+        store.stream,
+        {
+            "user_id": subject.pseudonym,
+            "event": "consent",
+            "purpose": "personalisation",
+            "granted": "true",
+            "timestamp": "2021-04-01T00:00:00+00:00",
+        },
+    )
+
+    out = tmp_path / "access.json"
+    res = CliRunner().invoke(app, ["subject", "access", TARGET, "-e", str(exp_file), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    history = json.loads(out.read_text())["consent"]
+    assert sorted(history) == ["personalisation", "training"]
+    table = [r for r in history["personalisation"] if r["source"].startswith("consent table")]
+    assert [(r["granted"], r["timestamp"][:10], r["in_force"]) for r in table] == [
+        (True, "2021-01-01", False),
+        (True, "2021-02-01", False),
+        (False, "2021-03-01", True),
+    ]
+    assert [r["source"].rsplit("row ", 1)[1] for r in table] == ["2", "5", "4"]
+    online = [r for r in history["personalisation"] if not r["source"].startswith("consent table")]
+    assert {r["source"].split()[0] for r in online} == {"event", "online"}
+    assert all(r["timestamp"].startswith("2021-04-01") for r in online)
+    assert [(r["granted"], r["in_force"]) for r in history["training"]] == [(True, True)]
+    assert OTHER not in json.dumps(history)
+
+
+def test_forget_of_an_id_never_seen_says_so_and_adds_nothing_unless_asked(
+    tmp_path, tracking_store, monkeypatch
+):
+    monkeypatch.setenv("PERSONALIZE_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    monkeypatch.setenv("PERSONALIZE_SUPPRESSION_KEY", SUPPRESSION_KEY)
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("PERSONALIZE_DATA_DIR", str(data_dir))
+    raw = _raw_files(tmp_path / "raw")
+    spec = _experiment(raw, "redis://127.0.0.1:9/0")
+    spec.pop("online")  # no online store
+    exp_file = tmp_path / "shop.yaml"
+    exp_file.write_text(yaml.safe_dump(spec))
+    listed = data_dir / "privacy" / "suppression.json"
+    typo = TARGET.replace("000123", "000132")  # a typo of a real ID
+
+    res = CliRunner().invoke(app, ["subject", "forget", typo, "-e", str(exp_file)])
+    assert res.exit_code == 2
+    assert "never seen" in res.output and typo in res.output and "--suppress-unknown" in res.output
+    assert not listed.exists() and not (data_dir / "privacy" / "erasure_log.jsonl").exists()
+
+    res = CliRunner().invoke(app, ["subject", "forget", typo, "-e", str(exp_file), "--suppress-unknown"])
+    assert res.exit_code == 0, res.output
+    assert "warning" in res.output and "never seen" in res.output
+    assert len(json.loads(listed.read_text())["entries"]) == 1
+    log = [json.loads(x) for x in (data_dir / "privacy" / "erasure_log.jsonl").read_text().splitlines()]
+    assert log[-1]["suppression"]["first_seen_in"] == "nowhere"
+
+    # an ID in the raw inputs only (no run has used it yet) has been seen: no flag needed
+    res = CliRunner().invoke(app, ["subject", "forget", TARGET, "-e", str(exp_file)])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(listed.read_text())["entries"]) == 2
+    log = [json.loads(x) for x in (data_dir / "privacy" / "erasure_log.jsonl").read_text().splitlines()]
+    assert log[-1]["suppression"]["first_seen_in"].startswith("raw interactions file")
+    assert TARGET not in json.dumps(log)

@@ -17,13 +17,14 @@ import pytest
 import requests
 
 from personalize.config.serving import ExportConfig, ServedOnlineConfig
-from personalize.scoring.online import OnlineSettings, OnlineStore
+from personalize.scoring.online import OnlineSettings, OnlineStore, user_cache_key
 from personalize.serving import Candidate, export_champion
 from personalize.serving.state import pip_requirements
 from servers import model_server
 
 NAME = "online-recommender"
 NEW_USER = 987_654_321  # a user the model never saw
+SECRET = "c4" * 32  # the answer cache's serving secret (PERSONALIZE_CACHE_SECRET)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,10 @@ def _load(champion, **model_config):
 
 
 @pytest.fixture
-def online(champion, redis_server):
-    """The exported model reading the test's own Redis, and a store to write events with."""
+def online(champion, redis_server, monkeypatch):
+    """The exported model reading the test's own Redis (its answer cache keyed under a serving
+    secret), and a store to write events with."""
+    monkeypatch.setenv("PERSONALIZE_CACHE_SECRET", SECRET)
     model = _load(champion, online_url=redis_server.url, online_namespace="t")
     store = OnlineStore(OnlineSettings(url=redis_server.url, namespace="t", timeout_seconds=2.0))
     return model, store, redis_server
@@ -123,7 +126,8 @@ def test_answers_are_cached_until_the_users_next_event(online, champion):
     user = _known_user(champion[1])
     first = _answer(model, user, k=4, exclude_items=[1])
     keys = store.client.keys("t:cache:*")
-    assert len(keys) == 1 and f":{user}:0:" in keys[0]
+    hashed = user_cache_key(bytes.fromhex(SECRET), user)
+    assert len(keys) == 1 and f":{hashed}:0:" in keys[0]
     assert 0 < store.client.ttl(keys[0]) <= OnlineSettings(url="").cache_ttl_seconds
     # a hit returns what the cache holds: mark the entry and read it back
     marked = store.client.get(keys[0]).replace(f'"score": {first[0]["score"]}', '"score": 12345.0')
@@ -135,7 +139,7 @@ def test_answers_are_cached_until_the_users_next_event(online, champion):
     _event(store, user, first[0]["item_id"])
     after = _answer(model, user, k=4, exclude_items=[1])
     assert after[0]["score"] != 12345.0 and first[0]["item_id"] not in [r["item_id"] for r in after]
-    assert any(f":{user}:1:" in key for key in store.client.keys("t:cache:*"))
+    assert any(f":{hashed}:1:" in key for key in store.client.keys("t:cache:*"))
 
 
 def test_a_stopped_store_answers_from_the_export_and_a_restarted_one_is_read_again(online, champion, caplog):

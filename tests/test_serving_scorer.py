@@ -255,6 +255,7 @@ ALLOWED_TOP_LEVEL = {
     "contextlib",
     "dataclasses",
     "hashlib",
+    "hmac",
     "json",
     "logging",
     "math",

@@ -785,15 +785,32 @@ def subject_forget(
     experiment: SubjectExpOpt = None,
     redis_url: RedisUrlOpt = None,
     tracking_uri: TrackingUriOpt = None,
+    suppress_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--suppress-unknown",
+            help="Add USER to the suppression list even when the lab has never seen it (without this, "
+            "an unknown ID is an error and nothing is added: a typo would otherwise erase no one).",
+        ),
+    ] = False,
 ) -> None:
     """Erase USER: suppress them in every later ingestion, remove them from derived data, the online
     state and streams, re-export the champion without them, rewrite past runs' per-user artifacts,
-    and record it in the erasure log (raw files stay as they are)."""
+    and record it in the erasure log (raw files stay as they are). An ID found nowhere exits 2 with
+    nothing done, unless --suppress-unknown."""
     from personalize.privacy.erasure import forget
 
     try:
         subject, data, online, uri = _subject_setup(user, experiment, tracking_uri)
-        result = forget(subject, data, online=online, redis_url=redis_url, uri=uri, echo=typer.echo)
+        result = forget(
+            subject,
+            data,
+            online=online,
+            redis_url=redis_url,
+            uri=uri,
+            suppress_unknown=suppress_unknown,
+            echo=typer.echo,
+        )
     except PersonalizeError as exc:
         _fail(exc)
     if result.left:

@@ -97,7 +97,10 @@ class IdReport:
         out.update({f"{kind}s_written_several_ways": len(g) for kind, g in self.merged_spellings.items()})
         return out
 
-    def summary(self) -> pd.DataFrame:
+    def summary(self, user_examples: bool = True) -> pd.DataFrame:
+        """One row per check with its count; the merged spellings with up to three examples each,
+        except users' with ``user_examples`` false (a report free of user IDs, e.g. the logged
+        ``data/id_consistency.md``: the groups stay in the ingestion report)."""
         rows = [
             ("users with events but no users-table row", self.users_with_events_not_in_users_table),
             ("  of which accepted (a source accepts unknown users)", self.users_not_in_users_table_accepted),
@@ -106,7 +109,7 @@ class IdReport:
             ("catalogue items without any event", self.items_without_events),
         ]
         for kind, groups in self.merged_spellings.items():
-            example = ", ".join("/".join(g) for g in groups[:3])
+            example = ", ".join("/".join(g) for g in groups[:3]) if user_examples or kind != "user" else ""
             rows.append(
                 (
                     f"{kind}s written several ways, merged" + (f" (e.g. {example})" if example else ""),

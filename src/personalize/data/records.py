@@ -338,8 +338,8 @@ def stores(config: ExperimentConfig) -> list[Store]:
             "Exported models",
             f"the MLflow Model Registry of the tracking store, `{model}`",
             exported,
-            f"`{FORGET}` re-exports the champion without the user (models whose item side depends on every "
-            "user are refitted, the others updated) and deletes or rewrites older versions holding them",
+            f"`{FORGET}` re-exports the champion without the user (refitted on the remaining data) and "
+            "deletes the older versions holding them",
         ),
         Store(
             "Online store",
@@ -348,8 +348,8 @@ def stores(config: ExperimentConfig) -> list[Store]:
                 f"streams `{ns}:events` (incoming events) and `{ns}:dead` (dead letters)",
                 f"per-user state `{ns}:user:<user>` (the newest {config.online.max_recent} events) and "
                 f"`{ns}:version:<user>`",
-                f"applied event IDs (kept {config.online.id_ttl_seconds} s), cached answers "
-                f"(kept {config.online.cache_ttl_seconds} s)",
+                f"applied event IDs (kept {config.online.id_ttl_seconds} s), cached answers keyed by an "
+                f"HMAC of the user ID under the serving secret (kept {config.online.cache_ttl_seconds} s)",
             ],
             f"`{FORGET}` deletes the user's state and cached answers and their entries in both streams",
         ),

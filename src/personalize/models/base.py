@@ -27,6 +27,10 @@ scoring call over the catalogue, and save/load. Conventions, the same for every 
   as Parquet; ``Recommender.load(path)`` restores any model without refitting.
 - A class with a ``name`` registers itself under it (:mod:`personalize.models.registry`): a new
   model is one module anywhere under ``personalize/models/``.
+- Every registered class declares what erasing one user from it takes (``erasure``, an
+  :class:`ErasureNeeds`; a hybrid adds its components' through :meth:`Recommender.erasure_needs`);
+  the erasure log reads it, and a test fits every registered type with and without one user to
+  check the declaration.
 """
 
 from __future__ import annotations
@@ -85,6 +89,38 @@ class Validator(Protocol):
     def history(self) -> list[dict]: ...
 
 
+@dataclass(frozen=True)
+class ErasureNeeds:
+    """What erasing one user from a fitted model of a class takes (``Recommender.erasure``).
+
+    ``item_side_from_all_users``: state that every user's answer reads (item factors, item-item
+    weights, item counts, network weights) is fitted on every training user's interactions, so
+    only a refit without the user removes their contribution. ``per_user_state``: what the model
+    fits per user besides the seen items and history lengths every model keeps (user factors or
+    embeddings, content profiles, segment labels); None: nothing. Settings chosen on validation
+    (tuned params, best epochs, fusion weights, routes) are not fitted state: a refit keeps them.
+    """
+
+    item_side_from_all_users: bool
+    per_user_state: str | None = None
+
+    def why(self) -> str:
+        """The erasure log's sentence: why a refit is needed, or why dropping the user's rows
+        would have sufficed."""
+        kept = f"{self.per_user_state} and seen items" if self.per_user_state else "seen items"
+        if self.item_side_from_all_users:
+            return f"its item side depends on every user's interactions (and it keeps {kept} per user): refit"
+        return f"it keeps only {kept} per user: dropping the user's rows would have sufficed; refit anyway"
+
+    def merged(self, other: ErasureNeeds) -> ErasureNeeds:
+        """Both needs at once (a hybrid and its components)."""
+        kept = [s for s in (self.per_user_state, other.per_user_state) if s]
+        return ErasureNeeds(
+            self.item_side_from_all_users or other.item_side_from_all_users,
+            ", ".join(dict.fromkeys(kept)) or None,
+        )
+
+
 class Recommender(ABC):
     """Base class: shared fitting bookkeeping, cold-start fallback, ranking, persistence."""
 
@@ -105,6 +141,9 @@ class Recommender(ABC):
     #: differentially private models: the unit their guarantee protects (``user``: one user's
     #: whole history; ``event``: one interaction); None: not private
     dp_unit: ClassVar[str | None] = None
+    #: what erasing one user takes (:class:`ErasureNeeds`): every registered class declares it
+    #: (no default, so a class that does not is caught by the declaration test)
+    erasure: ClassVar[ErasureNeeds]
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -130,6 +169,12 @@ class Recommender(ABC):
         """Why a model of this class with ``params`` cannot score held-out users through fold-in
         (None: it can); known before fitting (a hybrid asks its components)."""
         return cls.no_fold_in
+
+    @classmethod
+    def erasure_needs(cls, params: dict[str, Any]) -> ErasureNeeds:
+        """What erasing one user from a model of this class with ``params`` takes (a hybrid adds
+        its components'); AttributeError when the class declares nothing."""
+        return cls.erasure
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())

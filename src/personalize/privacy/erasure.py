@@ -1,6 +1,16 @@
 """``personalize subject forget``: erasure by suppression plus deletion (the raw inputs stay
 immutable).
 
+(One module: the steps below share one erasure record and run in this order -- the suppression
+first, the log last -- so that an interrupted erasure is never logged as done.)
+
+First, whether the lab has seen the ID at all (:func:`personalize.privacy.subject.where_seen`:
+the suppression list, the raw inputs, derived data, the online store, MLflow): an ID found
+nowhere is most likely a typo, which would otherwise erase no one while looking done, so
+``forget`` stops with :class:`UnknownSubject` (the CLI exits 2) and adds nothing, unless asked to
+suppress it anyway (``suppress_unknown``, ``--suppress-unknown``: a warning says it was seen
+nowhere).
+
 Steps, in order (each counted in the erasure log):
 
 a. **Suppression**: the raw ID goes on the suppression list (a keyed digest under the list's own
@@ -9,19 +19,22 @@ b. **Derived data**: every file of the derived data folder (:func:`personalize.p
    derived_files`: ``processed/`` -- interactions, users, quarantine values and raw lines, consent,
    profiles -- ``cache/`` and any other derived folder) is rewritten without the user's rows
    (Parquet by rows, JSON by entries, text by lines); a binary cache file holding them is deleted.
-c. **Online store**: the user's keys (recent events, version, consent, cached answers, and the
-   applied-event markers of their events) are deleted, and their entries of the event stream and
-   the dead-letter stream are removed (``XDEL``; raw fields matched too).
+c. **Online store**: the user's keys (recent events, version, consent, and the applied-event
+   markers of their events) are deleted, and their entries of the event stream and the
+   dead-letter stream are removed (``XDEL``; raw fields matched too). The served model's cached
+   answers are keyed by an HMAC of the user ID under the serving secret: with that secret in this
+   environment (``PERSONALIZE_CACHE_SECRET`` / ``PERSONALIZE_CACHE_SECRET_FILE``) the user's
+   entries are deleted; without it they cannot be told apart, so every cached answer of the
+   namespace is deleted (answers are recomputed on the next request).
 d. **Registered models**: for each registered model whose alias holder (the served version) holds
    the user, the champion is exported again through the one export path
    (:func:`personalize.serving.export.export_experiment`) on the data rebuilt from its
    experiment's config (ingestion now suppresses the user): the same model, params and seed,
    **refit** on the remaining data. Every model kind is refit, since the export path has no
-   partial update: for EASE, ItemKNN, ALS item factors and
-   popularity counts the item side depends on every user, so a refit is required; for the others
-   (user factors, seen items) removing the user's row would have sufficed, and the refit gives the
-   same result for everyone else up to the model's own randomness. Then every version (and its
-   logged model's artifacts) holding the user is deleted.
+   partial update; the erasure log says why, from what the model class declares
+   (``Recommender.erasure_needs``: whether its item side depends on every user, so that a refit
+   is required, and what it keeps per user). Then every version (and its logged model's
+   artifacts) holding the user is deleted.
 e. **Runs**: every run artifact holding the user is rewritten without them and logged again to the
    same path; those runs are tagged ``privacy.erasure=<entry>`` and with a note that aggregate
    metrics computed earlier remain. A SQLite tracking database is then compacted (``VACUUM``) so
@@ -48,17 +61,20 @@ from personalize.config.data import DataConfig
 from personalize.config.experiment import read_experiment
 from personalize.config.online import OnlineConfig
 from personalize.core import columns as C
-from personalize.core.errors import ConfigError, DataError
+from personalize.core.errors import ConfigError, DataError, PersonalizeError
 from personalize.core.paths import cache_dir, data_dir
 from personalize.data.ingest import Dataset, ingest
 from personalize.data.privacy import SuppressionList
+from personalize.models.registry import get_model_class
 from personalize.privacy.subject import (
     Subject,
     derived_files,
     online_keys,
     online_store,
+    serving_secret,
     stream_entries,
     suppression_path,
+    where_seen,
 )
 from personalize.serving.champion import Candidate
 from personalize.serving.export import ExportResult, export_experiment
@@ -68,17 +84,10 @@ from personalize.tracking.store import tracking_uri
 
 Echo = Callable[[str], None]
 LOG_NAME = "erasure_log.jsonl"
-# Models whose item side (or every score) depends on every user's interactions
-ITEM_SIDE_ON_ALL_USERS = {
-    "ease",
-    "itemknn",
-    "item_knn",
-    "als",
-    "bpr",
-    "popularity",
-    "segment_popularity",
-    "slim",
-}
+
+
+class UnknownSubject(PersonalizeError):
+    """``forget`` of an ID the lab has never seen, without ``suppress_unknown``: nothing was done."""
 
 
 @dataclass
@@ -126,6 +135,11 @@ class Erasure:
             f"  runs: {self.runs.get('runs', 0)} rewritten ({self.runs.get('rows_removed', 0)} rows in "
             f"{self.runs.get('artifacts', 0)} artifacts), tagged privacy.erasure={self.entry}"
         )
+        if self.runs.get("declared_free_but_held"):
+            lines.append(
+                "  warning: declared free of per-user data, yet holding the user (rewritten where "
+                "possible; fix the declaration): " + "; ".join(self.runs["declared_free_but_held"])
+            )
         if self.left:
             lines.append("  NOT erased (cannot be rewritten): " + "; ".join(self.left))
         return lines
@@ -138,13 +152,17 @@ def forget(
     online: OnlineConfig | None = None,
     redis_url: str | None = None,
     uri: str | None = None,
+    suppress_unknown: bool = False,
     echo: Echo | None = print,
 ) -> Erasure:
     """Erase ``subject`` from every store (module doc: steps a-f); returns what was done, also
-    appended to the erasure log."""
+    appended to the erasure log. An ID seen nowhere raises :class:`UnknownSubject` before anything
+    is written, unless ``suppress_unknown`` (then it is only added to the suppression list, with a
+    warning)."""
     say = echo or (lambda _msg: None)
     uri = uri or tracking_uri()
     tokens = subject.tokens
+    secret = serving_secret()  # a bad secret fails here, before anything is written
     store = online_store(online or OnlineConfig(), redis_url)  # fails early when configured but down
 
     listed = SuppressionList.load(config.privacy.suppression, config.privacy.suppression_key)
@@ -157,9 +175,24 @@ def forget(
                 else ""
             )
         )
+    seen = where_seen(subject, config, store, uri, secret)
+    if seen is None:
+        nowhere = (
+            f"user {subject.user_id!r} was never seen by the lab: not on the suppression list, not in the "
+            "raw inputs, the derived data, the online store, any MLflow run or registered model (a typo "
+            "erases no one: check the ID)"
+        )
+        if not suppress_unknown:
+            raise UnknownSubject(
+                f"{nowhere}; nothing was erased and nothing added to the suppression list. To suppress "
+                "the ID anyway (later ingestions drop it), pass --suppress-unknown"
+            )
+        say(f"warning: {nowhere}; --suppress-unknown: adding it to the suppression list anyway")
     digest = listed.add(subject.user_id)
     entry = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-    result = Erasure(entry, digest, {"path": str(listed.path), "entries": len(listed)})
+    result = Erasure(
+        entry, digest, {"path": str(listed.path), "entries": len(listed), "first_seen_in": seen or "nowhere"}
+    )
     say(f"Suppressed: added to {listed.path}")
 
     result.data = erase_derived(tokens)
@@ -167,7 +200,9 @@ def forget(
     say(f"Derived data: {result.data['rows_removed']} rows removed from {len(result.data['files'])} files")
 
     result.online = (
-        erase_online(store, subject) if store is not None else {"read": False, "why": "no online store"}
+        erase_online(store, subject, secret)
+        if store is not None
+        else {"read": False, "why": "no online store"}
     )
 
     result.models = reexport_models(subject, config, uri, echo=say)
@@ -178,6 +213,10 @@ def forget(
         "artifacts": sum(len(r.files) for r in runs),
         "rows_removed": sum(f.removed for r in runs for f in r.files),
         "per_run": {r.run_id: {f.path: f.removed for f in r.files} for r in runs},
+        # a module declared these free of per-user data, yet they held the person: a declaration to fix
+        "declared_free_but_held": [
+            f"run {r.run_id} {f.path}" for r in runs for f in r.files if f.declared_free
+        ],
     }
     result.left += [f"run {r.run_id} artifact {f.path}" for r in runs for f in r.files if f.unrewritable] + [
         f"run {r.run_id} {k}" for r in runs for k in r.params_or_tags
@@ -224,10 +263,13 @@ def erase_derived(tokens: set[str], root: Path | None = None) -> dict[str, Any]:
     }
 
 
-def erase_online(store, subject: Subject) -> dict[str, Any]:
-    """Delete the person's keys and stream entries in the online store (module doc, step c)."""
+def erase_online(store, subject: Subject, secret: bytes | None = None) -> dict[str, Any]:
+    """Delete the person's keys and stream entries in the online store (module doc, step c): with
+    the serving ``secret`` their cached answers, without it every cached answer of the namespace."""
     client = store.client
-    keys = online_keys(store, subject)
+    keys = online_keys(store, subject, secret)
+    if secret is None:
+        keys.update({k: "string" for k in client.scan_iter(match=f"{store.ns}:cache:*", count=1000)})
     event_ids: set[str] = set()
     for key, kind in keys.items():
         if kind == "list":
@@ -262,6 +304,11 @@ def erase_online(store, subject: Subject) -> dict[str, Any]:
     return {
         "read": True,
         "namespace": store.ns,
+        "cached_answers": (
+            "the user's (keyed with the serving secret)"
+            if secret is not None
+            else "every entry of the namespace (no serving secret here to tell the user's apart)"
+        ),
         "keys_deleted": len(doomed),
         "stream_entries_deleted": removed,
         "append_only_file_rewritten": rewritten,
@@ -362,11 +409,7 @@ def reexport_models(
                 action="refit and re-exported",
                 model=held.tags.get("promotion.model", ""),
                 model_type=kind,
-                why=(
-                    "its item side (or every score) depends on every user's interactions"
-                    if kind in ITEM_SIDE_ON_ALL_USERS
-                    else "the export path refits; removing the user's row alone would have sufficed"
-                ),
+                **model_erasure_needs(kind, held.manifest_info.get("params") or {}),
                 alias=alias,
                 new_version=exported.version,
                 rows_removed_after_ingestion=removed,
@@ -379,6 +422,21 @@ def reexport_models(
         record["deleted_versions"] = deleted
         out.append(record)
     return out
+
+
+def model_erasure_needs(model_type: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What the erasure log says about a re-exported model, read from its class's declaration
+    (:class:`personalize.models.base.ErasureNeeds`): ``item_side_from_all_users``,
+    ``per_user_state`` and ``why``; a type that is not registered or declares nothing says so."""
+    try:
+        needs = get_model_class(model_type).erasure_needs(params)
+    except (ConfigError, AttributeError, ValueError) as exc:
+        return {"why": f"model type {model_type!r} declares no erasure needs ({exc}); refit"}
+    return {
+        "item_side_from_all_users": needs.item_side_from_all_users,
+        "per_user_state": needs.per_user_state,
+        "why": needs.why(),
+    }
 
 
 def reexport_version(

@@ -33,7 +33,18 @@ from personalize.models.neural.training import TorchRecommender
 from personalize.models.registry import get_model_class
 from personalize.recipe import ExperimentResult, run_experiment
 from personalize.reports import views
+from personalize.tracking import artifacts
+from personalize.tracking.artifacts import free
 from personalize.tracking.store import RunHandle, Tracker
+
+artifacts.declare(
+    __name__,
+    free("report/*.png", "figures comparing models (per model, family or slice)"),
+    free("report/msr_table.csv", "metrics per model with intervals over split seeds"),
+    free("report/msr_table.md", "metrics per model with intervals over split seeds"),
+    free("report/hybrid_vs_parts.csv", "metrics of each hybrid and its parts"),
+    free("report/more_like_this.csv", "items similar to an item, per model"),
+)
 
 # Microsoft Recommenders' MovieLens-100K benchmark table, best row (BiVAE): NDCG@10 and MAP
 # (their `map`, divided by |R|: our `map_r@10` in msr mode).

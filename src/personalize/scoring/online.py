@@ -19,8 +19,12 @@ Keys (``ns``: the namespace, ``online.namespace``):
   events (:meth:`OnlineStore.recent_and_consent`): a withdrawal applies to the very next answer;
 - ``{ns}:applied:{event_id}``: an applied event's ID, kept ``id_ttl_seconds``: a redelivered
   event finds it and changes nothing;
-- ``{ns}:cache:{model}:{user_id}:{version}:{request}``: a cached answer (JSON), kept
-  ``cache_ttl_seconds``.
+- ``{ns}:cache:{model}:{user key}:{version}:{request}``: a cached answer (JSON rows without the
+  user ID), kept ``cache_ttl_seconds``. The user key is ``HMAC-SHA256(serving secret, user ID)``
+  (:func:`user_cache_key`, 32 hex digits), never the ID as sent: a plain hash of a guessable ID
+  is reversed by enumeration, a keyed one is not without the secret. The secret
+  (:func:`cache_secret`) comes from the serving environment, never from the model: without one
+  there is no answer cache.
 
 :meth:`OnlineStore.apply` applies an event in one Lua script (check the kinds of the user's keys,
 check the ID, append, trim, count, and acknowledge the stream entry when given), so an event is
@@ -31,14 +35,65 @@ is imported only when a store is opened.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 CONSENT_EVENT = "consent"  # the event type of a consent record on the stream
+CACHE_SECRET_VARIABLE = "PERSONALIZE_CACHE_SECRET"
+CACHE_SECRET_FILE_VARIABLE = "PERSONALIZE_CACHE_SECRET_FILE"
+MIN_SECRET_BYTES = 16
+
+
+def cache_secret(environ: dict[str, str] | None = None) -> bytes | None:
+    """The serving secret the answer cache keys users by: the environment variable
+    ``PERSONALIZE_CACHE_SECRET`` (hex, else its text), else the first line of the key file that
+    ``PERSONALIZE_CACHE_SECRET_FILE`` names (which group and others may not read: mode 0600 or
+    0400). None when neither is set (no answer cache). ValueError, naming the variable or the file
+    but never the value, for a secret under 16 bytes or a key file that is missing or readable by
+    others."""
+    env = os.environ if environ is None else environ
+    text, origin = env.get(CACHE_SECRET_VARIABLE), f"environment variable {CACHE_SECRET_VARIABLE}"
+    if not text and env.get(CACHE_SECRET_FILE_VARIABLE):
+        path = env[CACHE_SECRET_FILE_VARIABLE]
+        origin = f"key file {path} ({CACHE_SECRET_FILE_VARIABLE})"
+        try:
+            mode = os.stat(path).st_mode
+            with open(path, encoding="utf-8") as handle:
+                text = handle.readline().strip()
+        except OSError as exc:
+            raise ValueError(f"the answer cache's secret: {origin} cannot be read ({exc.strerror})") from None
+        if mode & 0o077:
+            raise ValueError(
+                f"the answer cache's secret: {origin} may be read by group or others (mode "
+                f"{mode & 0o777:o}); chmod 600 it"
+            )
+    if not text:
+        return None
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = text.encode()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"the answer cache's secret from the {origin} is shorter than {MIN_SECRET_BYTES} bytes"
+        )
+    return secret
+
+
+def user_cache_key(secret: bytes, user_id: Any) -> str:
+    """The answer cache's key part for a user: HMAC-SHA256 of the canonical ID text (an integer
+    without leading zeros, a string as it is) under the serving secret, 32 hex digits (128 bits)."""
+    if isinstance(user_id, bool):
+        raise ValueError(f"a user ID cannot be a boolean, got {user_id!r}")
+    if isinstance(user_id, float) and user_id.is_integer():
+        user_id = int(user_id)
+    return hmac.new(secret, str(user_id).encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def epoch_microseconds(value: Any) -> int:
@@ -116,6 +171,7 @@ class OnlineSettings:
     id_ttl_seconds: int = 7 * 24 * 3600  # how long an applied event ID is remembered
     cache_ttl_seconds: int = 300
     timeout_seconds: float = 0.05  # a request's budget for the store; late: answer from the export
+    cache_secret: bytes | None = field(default=None, repr=False)  # None: no answer cache
 
 
 class OnlineStore:
@@ -164,7 +220,18 @@ class OnlineStore:
         return f"{self.ns}:applied:{event_id}"
 
     def cache_key(self, model: str, user_id: Any, version: int, request: str) -> str:
-        return f"{self.ns}:cache:{model}:{user_id}:{version}:{request}"
+        """A cached answer's key (module doc); ValueError without a serving secret."""
+        if self.settings.cache_secret is None:
+            raise ValueError("no serving secret: the answer cache is off")
+        user = user_cache_key(self.settings.cache_secret, user_id)
+        return f"{self.ns}:cache:{model}:{user}:{version}:{request}"
+
+    def user_cache_pattern(self, user_id: Any) -> str:
+        """A ``SCAN`` pattern matching every cached answer of ``user_id`` (any model, version or
+        request); ValueError without a serving secret."""
+        if self.settings.cache_secret is None:
+            raise ValueError("no serving secret: the answer cache is off")
+        return f"{self.ns}:cache:*:{user_cache_key(self.settings.cache_secret, user_id)}:*"
 
     # ----------------------------------------------------------------------------- write
 

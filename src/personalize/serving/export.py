@@ -1,5 +1,8 @@
 """Export the champion of an experiment or a tuning session as a self-contained MLflow model.
 
+(One module: the export's steps below share the export run and its temporary state folder; the
+choice is :mod:`.champion`, the state :mod:`.state`.)
+
 One export path: :func:`export_experiment` (candidates, the dataset they were chosen on, the
 experiment's config and the export settings) is what ``personalize run`` with ``export.enabled``
 (:func:`personalize.recipe.export_result`), ``personalize export RUN_ID`` (:func:`export_run`, the
@@ -79,11 +82,29 @@ from personalize.serving.state import (
     state_hash,
     write_state,
 )
-from personalize.tracking import model_registry, records
+from personalize.tracking import artifacts, model_registry, records
+from personalize.tracking.artifacts import free, per_user
 from personalize.tracking.store import RunHandle, Tracker, flatten, git_state, package_versions
 from personalize.tracking.store import tracking_uri as current_tracking_uri
 
 Echo = Callable[[str], None]
+
+artifacts.declare(
+    __name__,
+    free("candidates.csv", "each candidate's validation metric, intervals and choice"),
+    free("plots/champion_selection.png", "each candidate's validation metric"),
+    # the logged model's files: a version holding an erased user is deleted and exported again
+    per_user(
+        "artifacts/state/*", "the served state: ID maps, seen items, per-user arrays", "model", refit=True
+    ),
+    per_user("*input_example.json", "two known users' requests", "model", refit=True),
+    free("MLmodel", "flavour, signature, model config and provenance (no user)", "model"),
+    free("code/*", "the shipped scoring code", "model"),
+    free("recsys_pyfunc.py", "the shipped model code", "model"),
+    free("requirements.txt", "pinned requirements", "model"),
+    free("python_env.yaml", "the Python environment", "model"),
+    free("conda.yaml", "the Conda environment", "model"),
+)
 
 # The README's curl example (tests send it to a served model): two MovieLens users, one asking for
 # 5 items, one excluding an item, and a user the model has never seen (popularity fallback).

@@ -22,6 +22,8 @@ from personalize.core.errors import PersonalizeError
 from personalize.core.metrics import MetricName
 from personalize.evaluation.privacy_curve import format_curve, plot_curve
 from personalize.evaluation.protocol import protocol_text
+from personalize.tracking import artifacts
+from personalize.tracking.artifacts import free
 from personalize.tracking.store import (
     KIND_TAG,
     RunHandle,
@@ -34,6 +36,15 @@ from personalize.tracking.store import (
 
 KIND = "privacy_curve"
 CURVE_TABLE = "privacy/curve.csv"
+
+artifacts.declare(
+    __name__,
+    free("config.yaml", "the resolved experiment config"),
+    free("protocol.md", "the evaluation protocol's text"),
+    free(CURVE_TABLE, "metrics and privacy budgets per model and curve point"),
+    free("privacy/curve.md", "metrics and privacy budgets per model and curve point"),
+    free("plots/privacy_curve.png", "metrics per model and privacy budget"),
+)
 
 
 class CurveLogger:

@@ -1,12 +1,22 @@
 """Finding and erasing one person's rows in MLflow: run artifacts, registered model versions and
 their logged models (the MLflow side of ``personalize subject access`` / ``forget``).
 
+(One module: runs, versions and logged models are matched and rewritten by the same value
+matching and file rewriting below, which access and forget must apply identically.)
+
 A person is found by their **tokens**: the raw user ID and, with pseudonymisation on, its
 pseudonym. A value *holds* a token when it equals it, or when a text value (a JSON record, a raw
 input line, a Markdown row, a message) split at separators (whitespace, ``, ; | : " ' = ( ) [ ] { }``)
 has a piece equal to it; in a table with a ``user_id`` column, that column is compared exactly and
 the text columns are split, other numeric columns are not compared (an item with the number of a
 numeric user ID is not that user).
+
+Which run artifacts are read: every artifact declared per-user (:mod:`personalize.tracking.
+artifacts`) or declared by no module is read and rewritten by its format; one declared free of
+per-user data is not (a numeric ID's number in an aggregate table is not the person), unless its
+bytes hold one of the person's longer IDs (:data:`MIN_BYTES_TOKEN` characters or more: a
+pseudonym, a distinctive string ID), in which case the declaration was wrong: it is rewritten all
+the same and named (:attr:`FileErasure.declared_free`).
 
 Everything goes through MLflow's client and artifact repository API (download, re-log to the same
 path, ``delete_artifacts``), so it works on a local store and against a tracking server alike.
@@ -26,6 +36,12 @@ from typing import Any
 import pandas as pd
 
 from personalize.core import columns as C
+from personalize.tracking import artifacts
+from personalize.tracking import curve as _curve  # noqa: F401 - imported for their artifact declarations
+from personalize.tracking import replay as _replay  # noqa: F401
+from personalize.tracking import runs as _runs  # noqa: F401
+from personalize.tracking import segments as _segments  # noqa: F401
+from personalize.tracking import tuning as _tuning  # noqa: F401
 from personalize.tracking.store import KIND_TAG, _client, tracking_uri
 
 ERASURE_TAG = "privacy.erasure"
@@ -125,6 +141,7 @@ class FileErasure:
     removed: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)  # what was found (for access)
     unrewritable: bool = False  # the bytes hold a token but the format cannot be rewritten
+    declared_free: bool = False  # declared free of per-user data, yet it held the person
 
 
 def inspect_file(path: Path, tokens: set[str], rewrite: bool, label: str | None = None) -> FileErasure | None:
@@ -240,6 +257,7 @@ class RunFinding:
             "artifacts": {
                 f.path: ({"rows_removed": f.removed} if not rows else {"rows": f.rows})
                 | ({"unrewritable": True} if f.unrewritable else {})
+                | ({"declared_free_of_per_user_data": True} if f.declared_free else {})
                 for f in self.files
             },
             **({"params_or_tags": self.params_or_tags} if self.params_or_tags else {}),
@@ -286,13 +304,25 @@ def run_findings(
                 root = Path(client.download_artifacts(run_id, "", tmp))
                 for local in sorted(p for p in root.rglob("*") if p.is_file()):
                     rel = local.relative_to(root).as_posix()
+                    declared = artifacts.declaration(rel)
+                    wrongly_free = False
+                    if declared is not None and not declared.per_user:
+                        if not _bytes_hold(local, tokens):
+                            continue
+                        wrongly_free = True
                     found = inspect_file(local, tokens, rewrite, rel)
                     if found is None:
-                        continue
+                        if not _bytes_hold(local, tokens):
+                            continue
+                        # a longer ID inside a value no separator delimits (``u_1f.../2``): found
+                        # by its bytes only, so it cannot be rewritten by rows or lines
+                        found = FileErasure(rel, unrewritable=True)
+                    found.declared_free = wrongly_free
                     files.append(found)
                     if rewrite and not found.unrewritable:
                         folder = str(Path(rel).parent) if "/" in rel else None
                         client.log_artifact(run_id, str(local), folder)
+                        found.unrewritable = _bytes_hold(local, tokens)  # a copy the rewrite missed
         if not files and not held:
             continue
         finding = RunFinding(

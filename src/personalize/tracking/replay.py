@@ -10,7 +10,20 @@ from typing import Any
 import pandas as pd
 
 from personalize.evaluation.replay import ReplayStudy, over_time, plot_over_time, plot_strategies
+from personalize.tracking import artifacts
+from personalize.tracking.artifacts import free, per_user
 from personalize.tracking.store import RunHandle, Tracker, git_state, package_versions
+
+artifacts.declare(
+    __name__,
+    free("replay/table.md", "metrics per update strategy"),
+    free("replay/summary.csv", "metrics per update strategy"),
+    free("replay/selection.csv", "the strategy chosen per window"),
+    free("replay/over_time.csv", "metrics per strategy and time window"),
+    per_user("replay/events.parquet", "each replayed event with its user ID and outcome"),
+    free("plots/over_time.png", "metrics per strategy and time window"),
+    free("plots/strategies.png", "metrics per update strategy"),
+)
 
 
 def replay_metrics(summary: pd.DataFrame, k: int) -> dict[str, float]:

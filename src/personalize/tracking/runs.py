@@ -32,9 +32,41 @@ from personalize.evaluation.leaderboard import ModelOutcome, SeedOutcome, format
 from personalize.evaluation.plots import learning_curve, metric_vs_k
 from personalize.evaluation.protocol import protocol_text
 from personalize.evaluation.stats import bootstrap_ci
+from personalize.tracking import artifacts
+from personalize.tracking.artifacts import free, per_user
 from personalize.tracking.store import RunHandle, Tracker, git_state, package_versions
 
 VALID_PER_USER = "per_user_metrics_valid.parquet"  # what the champion's paired test reads back
+
+artifacts.declare(
+    __name__,
+    free("config.yaml", "the resolved experiment config"),
+    free("protocol.md", "the evaluation protocol's text"),
+    free(RECORD_ARTIFACT, "the record of processing: data categories, purposes, stores"),
+    free(NOTICE_ARTIFACT, "the notice to end users"),
+    per_user("data/ingest_report.json", "user IDs written several ways (merged spelling groups)"),
+    free("data/id_consistency.md", "counts of the ID checks (the user groups are in ingest_report.json)"),
+    per_user("data/quarantine.parquet", "quarantined rows: user IDs, values and raw lines"),
+    per_user("split/*.parquet", "each user's train, validation and test interactions"),
+    per_user("data/audit.md", "the users and rows each audit check flags"),
+    free("data/audit/*.png", "figures of the audit checks: distributions and counts"),
+    per_user("data/audit_flags.parquet", "every flagged row with its user ID"),
+    free("grid.csv", "the validation metric of each grid point"),
+    per_user("recommendations.parquet", "each test user's top-K"),
+    per_user("per_user_metrics.parquet", "each test user's metrics"),
+    per_user(VALID_PER_USER, "each validation user's metrics"),
+    free("plots/learning_curve_seed*.png", "training loss and validation metric per epoch"),
+    free("leaderboard.csv", "metrics per model"),
+    free("leaderboard.md", "metrics per model"),
+    free("metrics.csv", "metrics per model, K and slice with intervals over users"),
+    free("plots/ndcg_map_vs_k*.png", "metrics per model and K"),
+    free("by_segment/leaderboard.csv", "metrics per model and segment"),
+    free("by_segment/leaderboard.md", "metrics per model and segment"),
+    free("by_segment/models_by_segment.png", "metrics per model and segment"),
+    free("by_segment/names.json", "segment names"),
+    free("by_segment/routing.csv", "the component each segment is routed to"),
+    free("by_segment/routing.md", "the component each segment is routed to"),
+)
 
 
 def result_metrics(prefix: str, summary: dict[str, float]) -> dict[str, float]:
@@ -145,7 +177,9 @@ class ExperimentLogger:
             },
             "data/ingest_report.json",
         )
-        p.log_text(dataset.report.ids.summary().to_markdown(index=False), "data/id_consistency.md")
+        p.log_text(
+            dataset.report.ids.summary(user_examples=False).to_markdown(index=False), "data/id_consistency.md"
+        )
         if len(dataset.quarantine):
             p.log_table(dataset.quarantine, "data/quarantine.parquet")
         counts = {}

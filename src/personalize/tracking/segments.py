@@ -14,7 +14,29 @@ from personalize.segments.classifier import plot_confusion, plot_reliability, pl
 from personalize.segments.describe import format_description, plot_segment_profiles, segment_map
 from personalize.segments.pipeline import SegmentStudy
 from personalize.segments.plots import plot_routes, plot_selection, plot_stability
+from personalize.tracking import artifacts
+from personalize.tracking.artifacts import free, per_user
 from personalize.tracking.store import RunHandle, Tracker, git_state, package_versions
+
+artifacts.declare(
+    __name__,
+    free("segments/selection.csv", "quality of each number of segments"),
+    free("segments/subsets.csv", "metrics per segment and feature subset"),
+    free("segments/routes.csv", "the model each segment is routed to"),
+    free("segments/segments.md", "each segment described by its members' averages"),
+    free("segments/strategy.csv", "metrics per routing strategy"),
+    free("segments/classifier.csv", "the demographics classifier's scores"),
+    per_user("segments/labels.parquet", "each user's segment"),
+    per_user("segments/profiles.parquet", "each user's profile (behaviour and demographics)"),
+    free("plots/selection.png", "quality of each number of segments"),
+    free("plots/stability.png", "stability of each number of segments"),
+    free("plots/routes.png", "the model each segment is routed to"),
+    free("plots/map.png", "users as unlabelled points of a 2-D map, coloured by segment"),
+    free("plots/segment_profiles.png", "each segment's average profile"),
+    free("plots/classifier_scores.png", "the demographics classifier's scores"),
+    free("plots/classifier_reliability.png", "the demographics classifier's reliability"),
+    free("plots/classifier_confusion_n*.png", "the demographics classifier's confusion matrix"),
+)
 
 
 def log_segment_study(

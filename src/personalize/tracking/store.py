@@ -36,6 +36,7 @@ import pandas as pd
 
 from personalize.core.metrics import metric_key as core_metric_key
 from personalize.core.paths import default_artifact_root, default_tracking_uri, project_root
+from personalize.tracking import artifacts
 
 KIND_TAG = "personalize.kind"  # experiment | session | model | seed | trial
 PARENT_TAG = "mlflow.parentRunId"
@@ -174,7 +175,9 @@ def metric_key(name: str) -> str:
 
 @dataclass
 class RunHandle:
-    """One MLflow run: log params, metrics (optionally per step), tables, figures and files."""
+    """One MLflow run: log params, metrics (optionally per step), tables, figures and files. Every
+    artifact path is looked up in the declarations of :mod:`personalize.tracking.artifacts`
+    (per-user or free of per-user data); an undeclared one is logged with a warning."""
 
     client: Any
     run_id: str
@@ -208,6 +211,7 @@ class RunHandle:
 
     def log_table(self, frame: pd.DataFrame, path: str) -> None:
         """Write ``frame`` as .parquet / .csv / .md (by the suffix of ``path``) and log it."""
+        artifacts.check(path)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / Path(path).name
             if local.suffix == ".parquet":
@@ -221,18 +225,26 @@ class RunHandle:
             self.client.log_artifact(self.run_id, str(local), _folder(path))
 
     def log_figure(self, figure, path: str) -> None:
+        artifacts.check(path)
         self.client.log_figure(self.run_id, figure, path)
 
     def log_text(self, text: str, path: str) -> None:
+        artifacts.check(path)
         self.client.log_text(self.run_id, text, path)
 
     def log_dict(self, data: dict, path: str) -> None:
+        artifacts.check(path)
         self.client.log_dict(self.run_id, data, path)
 
     def log_file(self, local: str | Path, folder: str | None = None) -> None:
+        artifacts.check(f"{folder}/{Path(local).name}" if folder else Path(local).name)
         self.client.log_artifact(self.run_id, str(local), folder)
 
     def log_folder(self, local: str | Path, folder: str | None = None) -> None:
+        root = Path(local)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            rel = path.relative_to(root).as_posix()
+            artifacts.check(f"{folder}/{rel}" if folder else rel)
         self.client.log_artifacts(self.run_id, str(local), folder)
 
     @property

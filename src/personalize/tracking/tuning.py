@@ -32,9 +32,27 @@ import optuna
 import pandas as pd
 
 from personalize.evaluation.protocol import protocol_text
+from personalize.tracking import artifacts
+from personalize.tracking.artifacts import free
 from personalize.tracking.store import RunHandle, Tracker, git_state, metric_key, package_versions
 
 RUN_ATTR = "mlflow_run_id"
+
+artifacts.declare(
+    __name__,
+    free("config.yaml", "the resolved experiment config"),
+    free("protocol.md", "the evaluation protocol's text"),
+    free("trials.csv", "each trial's params and validation metric"),
+    free("best_params.yaml", "the best params found"),
+    free("studies.csv", "each model's study: trials, best value"),
+    free("tuned_vs_default.csv", "metrics of tuned and default params"),
+    free("tuned_vs_default.md", "metrics of tuned and default params"),
+    free("leaderboard.csv", "metrics per model"),
+    free("leaderboard.md", "metrics per model"),
+    free("plots/optimization_history.png", "validation metric per trial"),
+    free("plots/param_importances.png", "importance of each param"),
+    free("plots/intermediate_values.png", "validation metric per trial and epoch"),
+)
 STATE_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "INTERRUPTED": "KILLED"}
 
 

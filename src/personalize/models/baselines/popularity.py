@@ -7,7 +7,7 @@ import numpy as np
 from personalize import scoring
 from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender
+from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 
 
 class PopularityConfig(ModelConfig):
@@ -36,6 +36,7 @@ class Popularity(StaticScores):
     Identical for known, cold and unknown users."""
 
     name = "popularity"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     Config = PopularityConfig
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from personalize import scoring
 from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender
+from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 
 
 class RandomConfig(ModelConfig):
@@ -20,6 +20,7 @@ class RandomRecommender(Recommender):
     Cold and unknown users get random rankings too (not popularity)."""
 
     name = "random"
+    erasure = ErasureNeeds(item_side_from_all_users=False)
     family = "baseline"
     Config = RandomConfig
     stochastic = True

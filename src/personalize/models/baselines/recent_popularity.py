@@ -7,7 +7,7 @@ from pydantic import Field
 
 from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor
+from personalize.models.base import EpochMonitor, ErasureNeeds
 from personalize.models.baselines.popularity import StaticScores
 
 
@@ -23,6 +23,7 @@ class RecentPopularity(StaticScores):
     every user, cold and unknown users included."""
 
     name = "recent_popularity"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     Config = RecentPopularityConfig
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:

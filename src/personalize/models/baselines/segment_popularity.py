@@ -21,7 +21,7 @@ from personalize.config.model import ModelConfig
 from personalize.core import columns as C
 from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender
+from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 
 SEGMENT = C.SEGMENT
 
@@ -46,6 +46,7 @@ class SegmentPopularity(Recommender):
     users without a segment."""
 
     name = "segment_popularity"
+    erasure = ErasureNeeds(item_side_from_all_users=True, per_user_state="segment labels")
     family = "baseline"
     Config = SegmentPopularityConfig
     handles_cold_users = True

@@ -7,6 +7,7 @@ from pydantic import Field
 from personalize import scoring
 from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
+from personalize.models.base import ErasureNeeds
 from personalize.models.collaborative._implicit import ImplicitMF
 
 
@@ -46,6 +47,7 @@ class ALS(ALSScoring, ImplicitMF):
     weighted squared error. Cold users: popularity."""
 
     name = "als"
+    erasure = ErasureNeeds(item_side_from_all_users=True, per_user_state="user factors")
     Config = ALSConfig
 
     def _make(self):

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
+from personalize.models.base import ErasureNeeds
 from personalize.models.collaborative._implicit import ImplicitMF
 
 
@@ -29,6 +30,7 @@ class BPR(ImplicitMF):
     (user, positive, negative) triples. Cold users: popularity."""
 
     name = "bpr"
+    erasure = ErasureNeeds(item_side_from_all_users=True, per_user_state="user factors")
     no_fold_in = "per-user factors learned by BPR: held-out users have none"
     Config = BPRConfig
 

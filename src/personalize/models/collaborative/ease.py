@@ -9,7 +9,7 @@ from personalize import scoring
 from personalize.config.model import ModelConfig
 from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender
+from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 
 #: float64 items x items arrays alive at once at the peak of the solve: the Gram matrix, the
 #: inverse's working copy of it and of the identity (LAPACK solves in place), and the inverse
@@ -81,6 +81,7 @@ class EASE(Recommender):
     O(items^3). Cold users: popularity."""
 
     name = "ease"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     Config = EASEConfig
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:

@@ -9,7 +9,7 @@ from pydantic import Field
 from personalize import scoring
 from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender
+from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 
 
 class ItemKNNConfig(ModelConfig):
@@ -39,6 +39,7 @@ class ItemKNN(ItemItemWeights, Recommender):
     Computed in blocks of items, so memory is O(items x block). Cold users: popularity."""
 
     name = "itemknn"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     Config = ItemKNNConfig
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:

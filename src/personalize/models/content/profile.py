@@ -16,7 +16,7 @@ from personalize.core import columns as C
 from personalize.data.matrix import InteractionData
 from personalize.features.items import VectorSource, item_vectors, l2_normalise
 from personalize.features.profiles import user_profiles
-from personalize.models.base import EpochMonitor, Recommender
+from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 
 if TYPE_CHECKING:
     from personalize.features.index import VectorIndex
@@ -68,6 +68,7 @@ class ContentBased(Recommender):
     """
 
     name = "content"
+    erasure = ErasureNeeds(item_side_from_all_users=False, per_user_state="content profiles")
     family = "content"
     Config = ContentConfig
 

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from personalize.config.base import StrictModel, check_grid, grid_points
 from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender, Validator
+from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender, Validator
 from personalize.models.registry import create_model, get_model_class
 
 
@@ -60,6 +60,15 @@ class ComponentHybrid(Recommender):
             if reason is not None:
                 return f"component {spec.type!r}: {reason}"
         return None
+
+    @classmethod
+    def erasure_needs(cls, params: dict[str, Any]) -> ErasureNeeds:
+        """The hybrid's own needs (``erasure``) merged with every component's."""
+        config = cls.Config.model_validate(params)
+        needs = cls.erasure
+        for spec in config.components:
+            needs = needs.merged(get_model_class(spec.type).erasure_needs(spec.params))
+        return needs
 
 
 def fit_component(

@@ -34,7 +34,7 @@ from personalize import scoring
 from personalize.config.model import ModelConfig
 from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Validator
+from personalize.models.base import EpochMonitor, ErasureNeeds, Validator
 from personalize.models.hybrid.components import (
     ComponentHybrid,
     ComponentSpec,
@@ -106,6 +106,7 @@ class Fusion(ComponentHybrid):
     for the formulas and for cold users)."""
 
     name = "fusion"
+    erasure = ErasureNeeds(item_side_from_all_users=False)
     family = "hybrid"
     Config = FusionConfig
     uses_validation = True

@@ -25,7 +25,7 @@ from personalize.config.model import ModelConfig
 from personalize.core import columns as C
 from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Validator
+from personalize.models.base import EpochMonitor, ErasureNeeds, Validator
 from personalize.models.hybrid.components import (
     ComponentHybrid,
     ComponentSpec,
@@ -75,6 +75,7 @@ class Routed(ComponentHybrid):
     (see the module doc)."""
 
     name = "routed"
+    erasure = ErasureNeeds(item_side_from_all_users=False, per_user_state="segment labels")
     family = "hybrid"
     Config = RoutedConfig
     uses_validation = True

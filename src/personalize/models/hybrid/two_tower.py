@@ -86,7 +86,7 @@ from personalize import scoring
 from personalize.core import columns as C
 from personalize.core.errors import ConfigError
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor
+from personalize.models.base import EpochMonitor, ErasureNeeds
 from personalize.models.hybrid.distributed import DistBackend, DistributedFit, Sharding
 from personalize.models.hybrid.towers import Backend, TableSpec, Tower, TwoTowerNet, resolve_backend
 from personalize.models.hybrid.two_tower_features import (
@@ -257,6 +257,7 @@ class TwoTower(TorchRecommender):
     Cold users and never-interacted items are scored from their features (see module doc)."""
 
     name = "two_tower"
+    erasure = ErasureNeeds(item_side_from_all_users=True, per_user_state="user ID embeddings, user vectors")
     no_fold_in = "user tower outputs fixed at fit time: held-out users have none"
     family = "hybrid"
     Config = TwoTowerConfig

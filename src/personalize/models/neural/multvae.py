@@ -34,6 +34,7 @@ from torch import nn
 
 from personalize import scoring
 from personalize.data.matrix import InteractionData
+from personalize.models.base import ErasureNeeds
 from personalize.models.neural.training import (
     TorchConfig,
     TorchRecommender,
@@ -103,6 +104,7 @@ class MultVAE(TorchRecommender):
     """Mult-VAE (see the module doc): scorer kind ``autoencoder``; folds in new histories."""
 
     name = "multvae"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     Config = MultVAEConfig
 
     def _make_net(self, n_items: int) -> MultVAENet:

@@ -44,6 +44,7 @@ from torch import nn
 
 from personalize import scoring
 from personalize.data.matrix import InteractionData
+from personalize.models.base import ErasureNeeds
 from personalize.models.neural.training import (
     NegativeSampler,
     SparseEmbeddingsConfig,
@@ -131,6 +132,7 @@ class NeuMF(TorchRecommender):
     """
 
     name = "neumf"
+    erasure = ErasureNeeds(item_side_from_all_users=True, per_user_state="user embeddings")
     no_fold_in = "per-user embeddings learned by NeuMF: held-out users have none"
     Config = NeuMFConfig
 

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from personalize import scoring
 from personalize.config.model import ModelConfig
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender
+from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 from personalize.models.peers.recbole_adapter import (
     RESERVED_KEYS,
     RecBoleRun,
@@ -182,6 +182,7 @@ class RecBolePop(RecBolePeer):
     it is seeded like a stochastic model."""
 
     name = "recbole_pop"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     stochastic = True
     Config = PopPeerConfig
 
@@ -196,6 +197,7 @@ class RecBoleItemKNN(RecBolePeer):
     """RecBole's ItemKNN (cosine item-item neighbourhood)."""
 
     name = "recbole_itemknn"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     Config = ItemKNNPeerConfig
 
 
@@ -208,6 +210,7 @@ class RecBoleEASE(RecBolePeer):
     """RecBole's EASE (closed-form linear item-item autoencoder)."""
 
     name = "recbole_ease"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     Config = EASEPeerConfig
 
 
@@ -220,6 +223,7 @@ class RecBoleBPR(TrainedPeer):
     """RecBole's BPR-MF."""
 
     name = "recbole_bpr"
+    erasure = ErasureNeeds(item_side_from_all_users=True, per_user_state="user embeddings")
     Config = BPRPeerConfig
 
 
@@ -239,6 +243,7 @@ class RecBoleNeuMF(TrainedPeer):
     """RecBole's NeuMF (scored with ``predict`` over every item, as RecBole's trainer does)."""
 
     name = "recbole_neumf"
+    erasure = ErasureNeeds(item_side_from_all_users=True, per_user_state="user embeddings")
     Config = NeuMFPeerConfig
 
 
@@ -253,6 +258,7 @@ class RecBoleLightGCN(TrainedPeer):
     """RecBole's LightGCN."""
 
     name = "recbole_lightgcn"
+    erasure = ErasureNeeds(item_side_from_all_users=True, per_user_state="user embeddings")
     Config = LightGCNPeerConfig
 
 
@@ -273,6 +279,7 @@ class RecBoleMultiVAE(TrainedPeer):
     """RecBole's MultiVAE (batches of users, as RecBole's autoencoder loader gives)."""
 
     name = "recbole_multivae"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     Config = MultiVAEPeerConfig
 
 

@@ -65,7 +65,7 @@ from pydantic import Field, model_validator
 from personalize import scoring
 from personalize.core.errors import DataError
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender
+from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 from personalize.models.collaborative.als import ALSScoring
 from personalize.models.privacy.dp_ease import _n_units, dp_spec, symmetric_noise
 from personalize.models.privacy.mechanisms import DPConfig, DPSpec, clip_rows, composed_gaussian_sigma
@@ -162,6 +162,7 @@ class DPALS(ALSScoring, Recommender):
     when clip / factor_clip are set). Scorer: ``factors`` with implicit's fold-in rule."""
 
     name = "dp_als"
+    erasure = ErasureNeeds(item_side_from_all_users=True, per_user_state="user factors")
     dp_unit = "user"
     Config = DPALSConfig
     stochastic = True

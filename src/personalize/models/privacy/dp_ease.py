@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor
+from personalize.models.base import EpochMonitor, ErasureNeeds
 from personalize.models.baselines.popularity import StaticScores
 from personalize.models.collaborative.ease import EASE, ease_weights
 from personalize.models.privacy.mechanisms import (
@@ -102,6 +102,7 @@ class DPEASE(EASE):
     Private: the popularity fallback is diag(G~) (post-processing, no further budget)."""
 
     name = "dp_ease"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     dp_unit = "user"
     Config = DPEASEConfig
 
@@ -130,6 +131,7 @@ class DPPopularity(StaticScores):
     with Gaussian noise (sensitivity clip, analytic mechanism); the same for every user."""
 
     name = "dp_popularity"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     dp_unit = "user"
     Config = DPConfig
 

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from personalize.data.matrix import InteractionData
-from personalize.models.base import EpochMonitor, Recommender
+from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 from personalize.models.collaborative.itemknn import ItemItemWeights
 from personalize.models.privacy.dp_ease import noisy_clipped_gram
 from personalize.models.privacy.mechanisms import DPConfig
@@ -80,6 +80,7 @@ class DPItemKNN(ItemItemWeights, Recommender):
     Private: the popularity fallback is the noisy diagonal G~_ii (unfloored), as DP-EASE."""
 
     name = "dp_itemknn"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     dp_unit = "user"
     Config = DPItemKNNConfig
 

@@ -26,6 +26,7 @@ import torch
 from pydantic import Field
 
 from personalize.data.matrix import InteractionData
+from personalize.models.base import ErasureNeeds
 from personalize.models.neural.multvae import MultVAE, MultVAEConfig
 from personalize.models.privacy.dpsgd import DPSGDConfig, DPSGDModel
 
@@ -44,6 +45,7 @@ class DPMultVAE(DPSGDModel, MultVAE):
     (DPSpec, unit ``user``); ``epsilon_history_``: epsilon spent after each epoch (private only)."""
 
     name = "dp_multvae"
+    erasure = ErasureNeeds(item_side_from_all_users=True)
     dp_unit = "user"
     Config = DPMultVAEConfig
 

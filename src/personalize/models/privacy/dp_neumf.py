@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from pydantic import model_validator
 
 from personalize.data.matrix import InteractionData
+from personalize.models.base import ErasureNeeds
 from personalize.models.neural.neumf import NeuMF, NeuMFConfig
 from personalize.models.privacy.dpsgd import DPSGDConfig, DPSGDModel
 
@@ -59,6 +60,7 @@ class DPNeuMF(DPSGDModel, NeuMF):
     (DPSpec, unit ``event``); ``epsilon_history_``: epsilon spent after each epoch (private only)."""
 
     name = "dp_neumf"
+    erasure = ErasureNeeds(item_side_from_all_users=True, per_user_state="user embeddings")
     dp_unit = "event"
     Config = DPNeuMFConfig
 

@@ -1,5 +1,8 @@
 """The MLflow model of an exported recommender (a model from code).
 
+(One module: MLflow loads a model from code as one file; the scoring code it ships beside it is
+the package ``recsys_scoring``.)
+
 MLflow runs this file when the model is logged and when it is loaded; the scoring package
 (``personalize.scoring``, the code the models score with) is shipped beside it as
 ``recsys_scoring`` (``code_paths``) and the fitted state as the artifact ``state``. Nothing here
@@ -56,15 +59,25 @@ the first success turns ``fresh`` back on. The log says when the store fails and
 (the error's type only: never a user ID or a request).
 
 **Answer cache.** A fresh answer of one request row is stored in Redis under
-``{ns}:cache:{model}:{user_id}:{version}:{request}``: ``model`` is the exported state's hash
-(``model_key``; a new export never reads an older one's answers), ``version`` the user's event
+``{ns}:cache:{model}:{user key}:{version}:{request}``: ``model`` is the exported state's hash
+(``model_key``; a new export never reads an older one's answers), ``user key`` an HMAC-SHA256 of
+the user ID under the serving secret (:func:`recsys_scoring.online.user_cache_key`: the ID as
+sent, raw or pseudonym, never reaches Redis or its append-only file), ``version`` the user's event
 count read in the same round trip (the user's next event raises it, so their older entries are
 never read again), ``request`` a SHA-256 prefix of the row's effective k, ``exclude_items``
-(as given) and attributes. A hit returns the stored rows (a second round trip, ``MGET``); the
-misses are computed and written back (a third, pipelined ``SET ... EX``). Entries expire after
+(as given) and attributes. The stored rows leave out the user ID (a hit puts the request's back).
+A hit returns the stored rows (a second round trip, ``MGET``); the misses are computed and
+written back (a third, pipelined ``SET ... EX``). Entries expire after
 ``online_cache_ttl_seconds`` (default 300 s): Redis deletes them by TTL, so an entry of an
 outdated version lives at most that long, and an entry of the current version is recomputed at
 most once per TTL. Answers that are not fresh are not cached.
+
+The serving secret comes from the serving environment only (``PERSONALIZE_CACHE_SECRET``, hex or
+text of at least 16 bytes, or the key file ``PERSONALIZE_CACHE_SECRET_FILE`` names, readable by
+its owner only: :func:`recsys_scoring.online.cache_secret`), never from the model's artifacts or
+config. Without one the cache is off (one warning at load): answers are computed for every
+request, still folding in the online state. ``personalize subject forget`` deletes a user's
+cached answers with the same secret (without it, every cached answer of the namespace).
 """
 
 from __future__ import annotations
@@ -83,7 +96,7 @@ import recsys_scoring
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from recsys_scoring.online import OnlineSettings, OnlineStore
+from recsys_scoring.online import OnlineSettings, OnlineStore, cache_secret
 
 _ID_TYPES = {"int": int, "str": str}
 ATTRIBUTES = ("age", "gender", "occupation", "zip_code")
@@ -255,6 +268,17 @@ class TopKRecommender(PythonModel):
             timeout, ttl = config.get("online_timeout_seconds"), config.get("online_cache_ttl_seconds")
             settings.timeout_seconds = float(timeout or settings.timeout_seconds)
             settings.cache_ttl_seconds = int(ttl or settings.cache_ttl_seconds)
+            try:
+                settings.cache_secret = cache_secret()
+            except ValueError as exc:  # a bad secret turns the cache off, never the answers
+                _log.warning("answer cache off: %s", exc)
+            else:
+                if settings.cache_secret is None:
+                    _log.warning(
+                        "answer cache off: no serving secret (set PERSONALIZE_CACHE_SECRET, or "
+                        "PERSONALIZE_CACHE_SECRET_FILE to a key file of mode 0600); answers are "
+                        "computed for every request"
+                    )
             self.online = OnlineLink(settings)
 
     def predict(
@@ -280,20 +304,21 @@ class TopKRecommender(PythonModel):
         if store is None:
             return self._answer(users, ks, excludes, attributes, None, fresh=False)
         consent: list[dict[str, bool]] = []
+        caching = store.settings.cache_secret is not None
         try:
             recent, versions, consent = store.recent_and_consent(users)
             keys = [
-                store.cache_key(self.model_key, u, v, request_hash(k, x, a))
+                store.cache_key(self.model_key, u, v, request_hash(k, x, a)) if caching else ""
                 for u, v, k, x, a in zip(users, versions, ks.tolist(), excludes, attributes)
             ]
-            hits = store.cached(keys)
+            hits = store.cached(keys) if caching else [None] * len(users)
         except Exception as exc:  # unreachable, late or erroring store: answer from the export
             self.online.failed(exc, "read")
             return self._answer(users, ks, excludes, attributes, None, fresh=False)
         self.online.succeeded()
         missing = [i for i, hit in enumerate(hits) if hit is None]
         answers: dict[int, list[Recommendation]] = {
-            i: [Recommendation.model_construct(**r) for r in json.loads(hit)]
+            i: [Recommendation.model_construct(user_id=users[i], **r) for r in json.loads(hit)]
             for i, hit in enumerate(hits)
             if hit is not None
         }
@@ -318,9 +343,9 @@ class TopKRecommender(PythonModel):
                 return self._answer(users, ks, excludes, attributes, None, fresh=False, consent=consent)
             per_row = split_rows(rows, [users[i] for i in missing])
             answers.update(zip(missing, per_row))
-            if all(per_row):  # a row left empty by its exclusions would make the split ambiguous
+            if caching and all(per_row):  # a row left empty by its exclusions: an ambiguous split
                 entries = {
-                    keys[i]: json.dumps([r.model_dump(mode="json") for r in g])
+                    keys[i]: json.dumps([r.model_dump(mode="json", exclude={"user_id"}) for r in g])
                     for i, g in zip(missing, per_row)
                 }
                 try:
