@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from personalize.core import columns as C
 from personalize.evaluation import Evaluator
 from personalize.evaluation.monitor import ValidationMonitor
 from personalize.models import EpochReport, Recommender, create_model
+from personalize.models.privacy.noise import reproducible_noise
 
 COLD_USER = 999_999
 
@@ -26,10 +29,21 @@ class RecommenderContract:
     def make(self, seed: int = 0) -> Recommender:
         return create_model(self.model_type, dict(self.params), seed=seed)
 
+    @property
+    def private(self) -> bool:
+        """A private model (epsilon set): its noise is secret, so the checks of its behaviour fit
+        it under the test switch (the same mechanics, reproducible noise; tests/test_dp_noise.py
+        checks the secret noise itself)."""
+        return self.params.get("epsilon") is not None
+
+    def noise(self):
+        return reproducible_noise(5) if self.private else contextlib.nullcontext()
+
     @pytest.fixture(scope="class")
     def fitted(self, contract_data):
         _, _, train, _ = contract_data
-        return self.make().fit(train)
+        with self.noise():
+            return self.make().fit(train)
 
     def test_fit_returns_self_and_scores_have_the_right_shape(self, contract_data):
         _, index, train, _ = contract_data
@@ -95,10 +109,17 @@ class RecommenderContract:
         np.testing.assert_array_equal(fitted.score(users), scorer.answer(users, fitted.context))
 
     def test_same_seed_same_model(self, contract_data):
+        """Seeded and reproducible; a private model's noise is secret instead: two fits with one
+        seed differ, and agree only under the test switch (everything but the noise is seeded)."""
         _, _, train, _ = contract_data
-        a = self.make(seed=3).fit(train).score(np.arange(10))
-        b = self.make(seed=3).fit(train).score(np.arange(10))
+        with self.noise():
+            a = self.make(seed=3).fit(train).score(np.arange(10))
+            b = self.make(seed=3).fit(train).score(np.arange(10))
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        if self.private:
+            c = self.make(seed=3).fit(train).score(np.arange(10))
+            d = self.make(seed=3).fit(train).score(np.arange(10))
+            assert not np.allclose(c, d, rtol=1e-5, atol=1e-6)
 
     def test_beats_random_on_validation(self, fitted, contract_data):
         if not self.beats_random:

@@ -35,8 +35,22 @@ SMALL = {
         "tfidf_dim": 16,
         "backend": "torch",
     },
-    "dp_neumf": {"epochs": 1, "factors": 8, "mlp_embedding": 8, "mlp_layers": [8], "epsilon": 5.0},
-    "dp_multvae": {"epochs": 1, "hidden": 16, "latent": 4, "batch_size": 20, "epsilon": 5.0},
+    "dp_neumf": {
+        "epochs": 1,
+        "factors": 8,
+        "mlp_embedding": 8,
+        "mlp_layers": [8],
+        "epsilon": 5.0,
+        "max_units": 100_000,
+    },
+    "dp_multvae": {
+        "epochs": 1,
+        "hidden": 16,
+        "latent": 4,
+        "batch_size": 20,
+        "epsilon": 5.0,
+        "max_units": 1000,
+    },
 }
 MODELS = ["neumf", "multvae", "two_tower"]
 

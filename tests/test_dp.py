@@ -9,11 +9,18 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import norm
 
-from personalize.core.errors import ConfigError
+from personalize.core.errors import ConfigError, DataError
 from personalize.data.matrix import IdIndex, InteractionData
 from personalize.models import create_model
+from personalize.models.privacy.aggregates import zcdp_budget, zcdp_epsilon
 from personalize.models.privacy.dp_ease import clipped_gram, symmetric_noise
-from personalize.models.privacy.mechanisms import DPSpec, analytic_gaussian_sigma, classic_gaussian_sigma
+from personalize.models.privacy.mechanisms import (
+    NOT_COVERED,
+    DPSpec,
+    analytic_gaussian_sigma,
+    classic_gaussian_sigma,
+)
+from personalize.models.privacy.noise import Noise
 
 
 def balle_wang_delta(sigma: float, eps: float, sens: float) -> float:
@@ -76,7 +83,7 @@ def test_removing_one_user_moves_the_clipped_gram_by_at_most_clip_squared(train)
 
 
 def test_noise_is_symmetric_with_the_stated_scale():
-    g = symmetric_noise(400, 2.0, np.random.default_rng(0))
+    g = symmetric_noise(400, 2.0, Noise().numpy(0))
     np.testing.assert_array_equal(g, g.T)
     upper = g[np.triu_indices(400)]
     assert upper.std() == pytest.approx(2.0, rel=0.02)
@@ -90,28 +97,51 @@ def test_without_epsilon_and_with_a_large_clip_dp_ease_is_ease(train):
     assert dp.dp_.sigma == 0.0 and dp.dp_.epsilon is None
 
 
-def test_noise_is_deterministic_by_seed_and_follows_the_budget(train):
-    a = create_model("dp_ease", {"epsilon": 2.0, "l2": 50.0}, seed=1).fit(train)
-    b = create_model("dp_ease", {"epsilon": 2.0, "l2": 50.0}, seed=1).fit(train)
-    c = create_model("dp_ease", {"epsilon": 2.0, "l2": 50.0}, seed=2).fit(train)
-    np.testing.assert_array_equal(a.weights_, b.weights_)
-    assert not np.allclose(a.weights_, c.weights_)
-    n = 80
-    assert a.dp_ == DPSpec("user", 2.0, 1 / (10 * n), 1.0, a.dp_.sigma, "analytic_gaussian")
-    assert a.dp_.sigma == pytest.approx(analytic_gaussian_sigma(2.0, 1 / (10 * n), 1.0))
+def test_noise_is_secret_and_follows_the_budget(train):
+    """The same seed no longer gives the same noise (it is drawn from OS entropy); the guarantee's
+    delta and sigma come from the public bound N (max_units), not from the 80 users counted."""
+    a = create_model("dp_ease", {"epsilon": 2.0, "l2": 50.0, "max_units": 1000}, seed=1).fit(train)
+    b = create_model("dp_ease", {"epsilon": 2.0, "l2": 50.0, "max_units": 1000}, seed=1).fit(train)
+    assert not np.allclose(a.weights_, b.weights_)
+    assert a.dp_ == DPSpec(
+        "user",
+        2.0,
+        1e-6,
+        1.0,
+        a.dp_.sigma,
+        "analytic_gaussian",
+        max_units=1000,
+        not_covered=NOT_COVERED["user"],
+    )
+    assert a.dp_.private and a.dp_.params()["dp_noise"] == "secret"
+    assert a.dp_.sigma == pytest.approx(analytic_gaussian_sigma(2.0, 1e-6, 1.0))
     assert a.dp_.params()["dp_unit"] == "user"
     # the popularity fallback is the noisy Gram diagonal, not the raw counts
     assert not np.allclose(a.popularity_, train.item_popularity)
-    pop = create_model("dp_popularity", {"epsilon": 1.0, "clip": 2.0}, seed=1).fit(train)
-    assert pop.dp_.sigma == pytest.approx(analytic_gaussian_sigma(1.0, 1 / (10 * n), 2.0))
+    # DP popularity: OpenDP's Gaussian at the scale whose zCDP map spends the budget rho of (1, 1e-6)
+    pop = create_model("dp_popularity", {"epsilon": 1.0, "clip": 2.0, "max_units": 1000}, seed=1).fit(train)
+    rho = zcdp_budget(1.0, 1e-6)
+    assert pop.dp_.sigma == pytest.approx(2.0 / math.sqrt(2 * rho), rel=1e-6)
+    assert zcdp_epsilon(rho, 1e-6) <= 1.0 + 1e-9
+    # the exact sampler costs a few percent more noise than the analytic Gaussian calibration
+    assert 1.0 < pop.dp_.sigma / analytic_gaussian_sigma(1.0, 1e-6, 2.0) < 1.1
     # clip 2 < sqrt(n_u) for every user: each binary row becomes 2 / sqrt(n_u) per item
     n_u = np.diff(sp.csr_matrix(train.matrix).indptr)
     clipped = create_model("dp_popularity", {"clip": 2.0}).fit(train).scores_
     assert clipped.sum() == pytest.approx((2.0 * np.sqrt(n_u)).sum(), rel=1e-5)
 
 
-def test_delta_must_be_below_one_over_the_number_of_users(train):
+def test_delta_comes_from_a_public_bound_on_the_units(train):
+    """Default min(1e-6, 1 / N^2); refused from 1 / (10 N) up, and without a stated N; data with
+    more units than the stated N is refused at fit time."""
+    assert create_model("dp_ease", {"epsilon": 1.0, "max_units": 100}).fit(train).dp_.delta == 1e-6
+    assert create_model("dp_ease", {"epsilon": 1.0, "max_units": 5000}).fit(train).dp_.delta == 1 / 5000**2
     with pytest.raises(ConfigError, match="delta"):
-        create_model("dp_ease", {"epsilon": 1.0, "delta": 1 / 80}).fit(train)
+        create_model("dp_ease", {"epsilon": 1.0, "max_units": 1000, "delta": 1e-4})
+    create_model("dp_ease", {"epsilon": 1.0, "max_units": 1000, "delta": 0.99e-4})
+    with pytest.raises(ConfigError, match="max_units"):
+        create_model("dp_ease", {"epsilon": 1.0})
+    with pytest.raises(DataError, match="max_units"):
+        create_model("dp_ease", {"epsilon": 1.0, "max_units": 79}).fit(train)
     with pytest.raises(ConfigError, match="clip"):
-        create_model("dp_popularity", {"epsilon": 1.0, "clip": None})
+        create_model("dp_popularity", {"epsilon": 1.0, "clip": None, "max_units": 1000})

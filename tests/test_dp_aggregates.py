@@ -9,8 +9,9 @@ import pytest
 import scipy.sparse as sp
 
 from personalize.core.errors import ConfigError, DataError
-from personalize.models.privacy.aggregates import bounded_rows, noisy_item_counts
+from personalize.models.privacy.aggregates import bounded_rows, noisy_item_counts, zcdp_budget
 from personalize.models.privacy.mechanisms import analytic_gaussian_sigma
+from personalize.models.privacy.noise import reproducible_noise
 
 
 @pytest.fixture(scope="module")
@@ -61,46 +62,49 @@ def test_removing_one_user_moves_the_counts_by_at_most_the_sensitivity(matrix, m
     assert np.abs(exact - noisy_item_counts(matrix[keep], None)[0]).sum() > 2 * 20
 
 
-def test_laplace_noise_has_scale_sensitivity_over_epsilon(matrix):
+def test_laplace_noise_is_discrete_with_scale_sensitivity_over_epsilon(matrix):
+    """OpenDP's discrete Laplace: integer counts, variance 2 e^(-1/b) / (1 - e^(-1/b))^2 (about
+    2 b^2) with b = m / epsilon, plus the secret subset sampling's own small variance."""
     m, eps = 10, 0.5
-    rng = np.random.default_rng(4)
     exact = np.asarray(bounded_rows(matrix, "laplace", m, np.random.default_rng(0)).sum(axis=0)).ravel()
     draws = np.array(
         [
-            noisy_item_counts(matrix, eps, mechanism="laplace", max_items_per_user=m, rng=rng)[0]
+            noisy_item_counts(matrix, eps, mechanism="laplace", max_items_per_user=m, max_users=300)[0]
             for _ in range(300)
         ]
     )
-    spec = noisy_item_counts(matrix, eps, mechanism="laplace", max_items_per_user=m, rng=rng)[1]
-    # the subsets vary between draws; the exact counts of users with <= m items do not, and the
-    # noise is the same per item: the sample variance over draws and items is 2 b^2, b = m / eps,
-    # plus the subset sampling's own small variance
+    spec = noisy_item_counts(matrix, eps, mechanism="laplace", max_items_per_user=m, max_users=300)[1]
+    np.testing.assert_array_equal(draws, np.rint(draws))  # integers: no floating-point output to attack
     b = m / eps
+    var = 2 * math.exp(-1 / b) / (1 - math.exp(-1 / b)) ** 2
     resid = draws - draws.mean(axis=0)
-    assert resid.var(ddof=1) == pytest.approx(2 * b**2, rel=0.06)
+    assert resid.var(ddof=1) == pytest.approx(var, rel=0.06)
     assert abs(draws.mean() - exact.mean()) < 1.0
-    assert spec.mechanism == "laplace" and spec.delta == 0.0 and spec.clip == m
-    assert spec.sigma == pytest.approx(math.sqrt(2) * b)
+    assert spec.mechanism == "discrete_laplace" and spec.delta == 0.0 and spec.clip == m
+    assert spec.sigma == pytest.approx(math.sqrt(2) * b) and spec.noise == "secret"
 
 
-def test_gaussian_uses_the_analytic_sigma_for_the_l2_bound(matrix):
-    n = 300
-    counts, spec = noisy_item_counts(
-        matrix, 1.0, mechanism="gaussian", max_items_per_user=16, rng=np.random.default_rng(0)
-    )
-    assert spec.clip == 4.0 and spec.delta == pytest.approx(1 / (10 * n))
-    assert spec.sigma == pytest.approx(analytic_gaussian_sigma(1.0, 1 / (10 * n), 4.0))
+def test_gaussian_spends_its_budget_in_zcdp_by_opendp(matrix):
+    counts, spec = noisy_item_counts(matrix, 1.0, mechanism="gaussian", max_items_per_user=16, max_users=300)
+    assert spec.clip == 4.0 and spec.delta == 1e-6  # min(1e-6, 1 / 300^2)
+    rho = zcdp_budget(1.0, 1e-6)
+    assert spec.sigma == pytest.approx(4.0 / math.sqrt(2 * rho), rel=1e-6)
+    assert spec.sigma > analytic_gaussian_sigma(1.0, 1e-6, 4.0)  # the exact sampler's price
     exact = np.asarray(bounded_rows(matrix, "gaussian", 16).sum(axis=0)).ravel()
     assert (counts - exact).std() == pytest.approx(spec.sigma, rel=0.2)
-    _, spec2 = noisy_item_counts(matrix, 1.0, mechanism="gaussian", clip=2.0, rng=np.random.default_rng(0))
+    _, spec2 = noisy_item_counts(matrix, 1.0, mechanism="gaussian", clip=2.0, max_users=300)
     assert spec2.clip == 2.0
+    with pytest.raises(DataError, match="max_units"):
+        noisy_item_counts(matrix, 1.0, mechanism="gaussian", max_users=299)
 
 
 def test_bad_settings_and_data_are_refused(matrix):
     with pytest.raises(ConfigError, match="mechanism"):
         noisy_item_counts(matrix, 1.0, mechanism="exponential")
     with pytest.raises(ConfigError, match="delta"):
-        noisy_item_counts(matrix, 1.0, delta=1 / 300, mechanism="gaussian")
+        noisy_item_counts(matrix, 1.0, delta=1 / 3000, mechanism="gaussian", max_users=300)
+    with pytest.raises(ConfigError, match="max_units"):
+        noisy_item_counts(matrix, 1.0, mechanism="gaussian")
     with pytest.raises(ConfigError, match="delta"):
         noisy_item_counts(matrix, 1.0, delta=1e-6, mechanism="laplace")
     with pytest.raises(ConfigError, match="max_items_per_user"):
@@ -126,16 +130,17 @@ def test_export_ships_a_private_fallback(ml100k_small, tmp_path):
 
     data = all_data(ml100k_small)
     model = create_model("ease", {"l2": 100.0}).fit(data)
-    private = PrivateFallbackConfig(epsilon=0.5, max_items_per_user=20, seed=3)
-    folder = write_state(model, tmp_path / "private", ExportConfig(private_fallback=private))
+    private = PrivateFallbackConfig(epsilon=0.5, max_items_per_user=20, max_units=1000)
+    with reproducible_noise(3):  # to recompute the same draw below
+        folder = write_state(model, tmp_path / "private", ExportConfig(private_fallback=private))
+        expected, _ = noisy_item_counts(model.seen_, 0.5, None, "laplace", 20, max_users=1000)
     exact = write_state(model, tmp_path / "exact", ExportConfig())
     shipped, plain = load_state(folder), load_state(exact)
     np.testing.assert_array_equal(plain.context.popularity, model.popularity_)
-    expected, _ = noisy_item_counts(model.seen_, 0.5, None, "laplace", 20, np.random.default_rng(3))
     np.testing.assert_allclose(shipped.context.popularity, expected.astype(np.float32))
     assert not np.allclose(shipped.context.popularity, plain.context.popularity)
     info = shipped.info["private_fallback"]
-    assert info["dp_epsilon"] == 0.5 and info["dp_mechanism"] == "laplace" and info["dp_clip"] == 20
+    assert info["dp_epsilon"] == 0.5 and info["dp_mechanism"] == "discrete_laplace" and info["dp_clip"] == 20
     served = TopKScorer.load(folder).recommend(["no such user"], k=5)
     top = np.argsort(-expected, kind="stable")[:5]
     assert list(served["item_id"]) == list(model.index_.items[top]) and not served["personalised"].any()

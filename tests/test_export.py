@@ -163,7 +163,9 @@ def test_the_logged_model_is_self_contained(exported, in_store):
     signature = mlmodel["signature"]
     inputs = json.loads(signature["inputs"])[0]["properties"]
     attributes = {"age", "gender", "occupation", "zip_code"}  # optional: a cold user's segment
-    assert {"user_id", "k", "exclude_items", *attributes} == set(inputs) and inputs["k"]["required"] is False
+    # history: the items a user sends to be answered from (a private export's only source)
+    assert {"user_id", "k", "exclude_items", "history", *attributes} == set(inputs)
+    assert inputs["k"]["required"] is False and inputs["history"]["required"] is False
     assert not any(inputs[a]["required"] for a in attributes)
     assert inputs["user_id"]["type"] == "long" and inputs["exclude_items"]["items"]["type"] == "long"
     config = pyfunc["config"]

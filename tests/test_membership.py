@@ -73,7 +73,7 @@ def test_user_attack_catches_a_memorising_model_more_than_popularity():
 def test_private_model_stays_under_the_ceiling():
     train, fresh = _population(3), _population(4)
     data = _data(train)
-    dp = create_model("dp_ease", {"epsilon": 1.0, "l2": 1.0}).fit(data)
+    dp = create_model("dp_ease", {"max_units": 1000, "epsilon": 1.0, "l2": 1.0}).fit(data)
     result = user_attack(dp, data.matrix, fresh, resamples=200)
     assert result.low < dp_auc_bound(1.0, dp.dp_.delta)
 

@@ -8,6 +8,7 @@ import re
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from personalize.core.errors import ConfigError, PersonalizeError
@@ -21,7 +22,7 @@ TINY = {
     "seeds": [0],
     "data": {"sample_users": 150},
     "split": {"name": "user_holdout"},
-    "privacy_curve": {"epsilons": [1, 8]},
+    "privacy_curve": {"epsilons": [1, 8], "max_units": {"user": 1000, "event": 100_000}},
     "evaluation": {"bootstrap_resamples": 200},
     "training": {"refit": False, "early_stopping_patience": 2},
     "models": [
@@ -52,7 +53,7 @@ def test_private_models_expand_over_every_point():
     by_label = {s.label: s for s, _ in specs}
     assert by_label["dp_ease non-private"].params == {"epsilon": None, "clip": None}
     assert by_label["dp_ease clipping only"].params == {"epsilon": None}
-    assert by_label["dp_ease eps=8"].params == {"epsilon": 8.0}
+    assert by_label["dp_ease eps=8"].params == {"epsilon": 8.0, "max_units": 1000}
     assert all(s.grid == {"l2": [100, 1000]} for s, _ in specs), (
         "the validation grid is the same at every point"
     )
@@ -86,7 +87,7 @@ def test_no_curve_in_the_store_says_how_to_make_one(tracking_store):
         load_curve("ml100k_privacy", tracking_store, run_tiny_if_missing=False)
 
 
-def test_tiny_curve_end_to_end(tracking_store):
+def test_tiny_curve_end_to_end(tracking_store, tmp_path):
     """The tiny version of experiments/ml100k_privacy.yaml, run by notebook 07's fallback."""
     record, tiny = load_curve("ml100k_privacy", tracking_store)
     assert tiny and record.experiment == "ml100k_privacy_tiny"
@@ -133,3 +134,74 @@ def test_tiny_curve_end_to_end(tracking_store):
     spent = client.get_metric_history(seed_run.info.run_id, "dp_epsilon_spent")
     assert len(spent) >= 1 and np.all(np.diff([m.value for m in sorted(spent, key=lambda m: m.step)]) >= 0)
     assert "attack_auc" in seed_run.data.metrics
+    # what is not released: a private model's training loss (private batches, no noise) is not
+    # logged; the clipped-only run, which promises nothing, logs it
+    assert not client.get_metric_history(seed_run.info.run_id, "train_loss")
+    (clipped,) = client.search_runs(
+        [experiment_id], "attributes.run_name = 'dp_multvae clipping only seed=0'"
+    )
+    assert client.get_metric_history(clipped.info.run_id, "train_loss")
+    assert params["privacy.dp_noise"] == "secret" and params["privacy.dp_private"] == "true"
+    (model_run,) = client.search_runs([experiment_id], "attributes.run_name = 'dp_multvae eps=8'")
+    assert model_run.data.metrics["dp_epsilon_total"] == 8.0 and model_run.data.metrics["dp_fits"] == 1
+    assert client.get_run(record.run_id).data.metrics["dp_ease/eps_8/epsilon_total"] == 8.0
+    # each point's total: grid points x seeds private fits, basic composition, beside the per-run epsilon
+    ease = table[(table["model"] == "dp_ease") & table["epsilon"].notna()]
+    assert (ease["epsilon total"] == ease["epsilon"] * ease["grid points"] * ease["seeds"]).all()
+    assert (table.loc[table["epsilon"].isna(), "epsilon total"].isna()).all()
+    # the result files the README's tables come from
+    from typer.testing import CliRunner
+
+    from personalize.cli import app
+
+    out = tmp_path / "results"
+    done = CliRunner().invoke(
+        app,
+        [
+            "privacy",
+            "curve",
+            "--experiment",
+            record.experiment,
+            "--results",
+            str(out),
+            "--tracking-uri",
+            tracking_store,
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    tables = (out / "ml100k_privacy_tiny_curve.md").read_text()
+    assert "ε 1" in tables and "ceiling (any attack)" in tables
+    assert "| 8 (1 x 1) |" in tables  # the tiny curve keeps one grid point and one seed
+    assert len(pd.read_csv(out / "ml100k_privacy_tiny_curve.csv")) == len(table)
+    assert (out / "ml100k_privacy_tiny_curve.png").stat().st_size > 10_000
+
+
+def test_an_event_level_private_model_chooses_on_unmasked_validation(ml100k_small):
+    """Its validation users are its training users: masking their training items would make the
+    epoch and grid choice read the private training events; the choice ranks every item instead."""
+    from personalize.recipe import steps
+
+    config = _config(split={"name": "user_temporal"}, evaluation={"membership_attack": False})
+    prepared = steps.prepare_split(ml100k_small, config, config.seeds[0])
+    spec = config.models[3]
+    private = spec.model_copy(update={"params": {**spec.params, "epsilon": 1.0, "max_units": 100_000}})
+    assert private.type == "dp_neumf" and prepared.valid_target.seen.nnz > 0
+    assert steps.validation_target(spec, prepared) is prepared.valid_target  # not private: masked
+    assert steps.validation_target(config.models[1], prepared) is prepared.valid_target  # user-level
+    targets = []
+    monitor, evaluate = steps.ValidationMonitor, steps.Evaluator.evaluate
+
+    def watched_monitor(target, **kwargs):
+        targets.append(target)
+        return monitor(target, **kwargs)
+
+    def watched_evaluate(self, model, target):
+        targets.append(target)
+        return evaluate(self, model, target)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(steps, "ValidationMonitor", watched_monitor)
+        mp.setattr(steps.Evaluator, "evaluate", watched_evaluate)
+        steps.fit_and_evaluate(private, 0, prepared, config, evaluate_test=False)
+    validation = [t for t in targets if t.name == prepared.valid_target.name]
+    assert len(validation) >= 2 and all(t.seen.nnz == 0 for t in validation)

@@ -705,11 +705,18 @@ def privacy_curve(
         str, typer.Option(help="MLflow experiment holding the curve (the privacy_curve file's name).")
     ] = "ml100k_privacy",
     figure: Annotated[Path | None, typer.Option(help="Also save the curve's figure (PNG) here.")] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the curve's result files here: <experiment>_curve.csv (every column), "
+            "_curve.md (the tables the README shows) and _curve.png."
+        ),
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Print the newest logged privacy-utility curve (`personalize run experiments/ml100k_privacy.yaml`
     logs it) as a Markdown table, and optionally save its figure; nothing is recomputed."""
-    from personalize.privacy.dp import curve_figure, curve_view, load_curve
+    from personalize.privacy.dp import curve_figure, curve_tables, curve_view, load_curve
 
     try:
         record, _ = load_curve(experiment, tracking_uri, run_tiny_if_missing=False)
@@ -721,6 +728,15 @@ def privacy_curve(
         figure.parent.mkdir(parents=True, exist_ok=True)
         curve_figure(record).savefig(figure)
         typer.echo(f"Figure: {figure}")
+    if results is not None:
+        results.mkdir(parents=True, exist_ok=True)
+        stem = results / f"{record.experiment}_curve"
+        record.table.to_csv(stem.with_suffix(".csv"), index=False)
+        stem.with_suffix(".md").write_text(
+            f"Run {record.run_id}, {record.started:%Y-%m-%d}.\n\n" + curve_tables(record)
+        )
+        curve_figure(record).savefig(stem.with_suffix(".png"))
+        typer.echo(f"Results: {stem}.csv, .md, .png")
 
 
 subject_app = typer.Typer(

@@ -13,12 +13,11 @@ from dp_accounting import pld, rdp
 
 from contract import IterativeContract
 from personalize.core import columns as C
-from personalize.core.errors import ConfigError
+from personalize.core.errors import ConfigError, DataError
 from personalize.data.matrix import IdIndex, InteractionData
 from personalize.models import EpochReport, Recommender, create_model
 from personalize.models.neural.multvae import MultVAENet
 from personalize.models.neural.neumf import NeuMFNet
-from personalize.models.neural.training import epoch_rng
 from personalize.models.privacy.dp_neumf import sample_negatives
 from personalize.models.privacy.dpsgd import (
     EPSILON_TOLERANCE,
@@ -28,9 +27,19 @@ from personalize.models.privacy.dpsgd import (
     epsilon_spent,
     sampling_plan,
 )
+from personalize.models.privacy.noise import reproducible_noise
 
-VAE = {"hidden": 16, "latent": 8, "epochs": 3, "batch_size": 40, "total_anneal_steps": 4, "accountant": "rdp"}
+VAE = {
+    "max_units": 1000,
+    "hidden": 16,
+    "latent": 8,
+    "epochs": 3,
+    "batch_size": 40,
+    "total_anneal_steps": 4,
+    "accountant": "rdp",
+}
 NEUMF = {
+    "max_units": 10_000,
     "factors": 8,
     "mlp_embedding": 8,
     "mlp_layers": [16, 8],
@@ -45,6 +54,10 @@ class TestDPMultVAE(IterativeContract):
     model_type = "dp_multvae"
     epochs_param = "epochs"
     params = {**VAE, "epsilon": 8.0}
+    # 80 users under a public bound of 1,000: a Poisson batch holds about 3 users, whose clipped
+    # gradients the noise of an expected batch of 40 outweighs; the clipped model below is held to
+    # beating random
+    beats_random = False
 
 
 class TestDPMultVAEClippingOnly(IterativeContract):
@@ -110,15 +123,31 @@ def test_the_calibrated_noise_spends_the_target_per_dp_accounting(accountant, in
 
 
 def test_sampling_plan_and_delta_rules():
+    """q, the steps per epoch and delta come from the public bound N (max_units), never from the
+    number of units in the data (30 here)."""
     assert sampling_plan(500, 943) == (500 / 943, 2)
     assert sampling_plan(1024, 80_000) == (1024 / 80_000, 78)
     assert sampling_plan(1000, 80) == (1.0, 1)  # q capped at 1: every unit in every step
-    model = create_model("dp_multvae", {**VAE, "epsilon": 1.0, "delta": 0.05})
-    data = tiny_data(n_users=30)
-    with pytest.raises(ConfigError, match=r"delta.*below 1 / number of user units"):
-        model.fit(data)
+    with pytest.raises(ConfigError, match=r"delta.*below 1 / \(10 N\)"):
+        create_model("dp_multvae", {**VAE, "epsilon": 1.0, "delta": 1e-4})
+    net = torch.nn.Linear(3, 1)
+    private = PrivateSGD(
+        net,
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        config=DPSGDConfig(epsilon=1.0, max_units=1000, accountant="rdp"),
+        batch_size=40,
+        epochs=2,
+        n_units=30,
+        unit="user",
+    )
+    assert (private.sample_rate, private.steps_per_epoch, private.planned_steps) == (0.04, 25, 50)
+    assert private.expected_batch_size == 40 and private.delta == 1e-6
+    private.close()
+    model = create_model("dp_multvae", {**VAE, "epsilon": 1.0, "max_units": 29})
+    with pytest.raises(DataError, match="max_units"):
+        model.fit(tiny_data(n_users=30))
     with pytest.raises(ConfigError, match="clip"):
-        create_model("dp_neumf", {"epsilon": 1.0, "clip": None})
+        create_model("dp_neumf", {"epsilon": 1.0, "clip": None, "max_units": 10_000})
 
 
 # ----------------------------------------------------------------------------- clipping
@@ -228,8 +257,9 @@ def test_clipping_bounds_each_samples_contribution(case, mode, monkeypatch):
 def test_ghost_and_hooks_train_the_same_model():
     data = tiny_data()
     params = {**VAE, "epsilon": 4.0, "batch_size": 4, "dropout": 0.0}
-    a = create_model("dp_multvae", {**params, "grad_sample_mode": "ghost"}, seed=2).fit(data)
-    b = create_model("dp_multvae", {**params, "grad_sample_mode": "hooks"}, seed=2).fit(data)
+    with reproducible_noise(2):  # the same batches and noise for both
+        a = create_model("dp_multvae", {**params, "grad_sample_mode": "ghost"}, seed=2).fit(data)
+        b = create_model("dp_multvae", {**params, "grad_sample_mode": "hooks"}, seed=2).fit(data)
     for k, v in a.net_.state_dict().items():
         torch.testing.assert_close(v, b.net_.state_dict()[k], rtol=1e-4, atol=1e-5)
 
@@ -244,7 +274,7 @@ def test_empty_poisson_batches_add_noise_and_are_counted():
         private = PrivateSGD(
             net,
             torch.optim.SGD(net.parameters(), lr=0.1),
-            config=DPSGDConfig(epsilon=5.0, grad_sample_mode=mode, accountant="rdp"),
+            config=DPSGDConfig(epsilon=5.0, max_units=500, grad_sample_mode=mode, accountant="rdp"),
             batch_size=1,
             epochs=2,
             n_units=500,
@@ -264,15 +294,20 @@ def test_empty_poisson_batches_add_noise_and_are_counted():
         assert private.accountant.history == [(private.noise_multiplier, 1 / 500, 2)]
 
 
-def test_a_model_fits_through_empty_batches_and_counts_them():
+def test_a_model_fits_through_empty_batches_and_counts_them(monkeypatch):
     data = tiny_data(n_users=40)
-    model = create_model("dp_multvae", {**VAE, "epsilon": 4.0, "batch_size": 1, "epochs": 1}, seed=0).fit(
-        data
-    )
-    # the epoch's batches, drawn again: some were empty, and every step was accounted
-    rng = epoch_rng(0, 1)
-    sizes = [int((rng.random(40) < 1 / 40).sum()) for _ in range(40)]
-    assert sizes.count(0) > 0
+    sizes = []
+    batches = PrivateSGD.batches
+
+    def recorded(self, rng):
+        for positions in batches(self, rng):
+            sizes.append(len(positions))
+            yield positions
+
+    monkeypatch.setattr(PrivateSGD, "batches", recorded)
+    params = {**VAE, "epsilon": 4.0, "batch_size": 1, "epochs": 1, "max_units": 40}
+    model = create_model("dp_multvae", params, seed=0).fit(data)
+    assert len(sizes) == 40 and sizes.count(0) > 0  # P(empty) = (1 - 1/40)^40, about 0.36 each
     assert model.dp_.steps == 40
     z = model.dp_.noise_multiplier
     assert model.epsilon_history_[-1] == pytest.approx(epsilon_spent(z, 1 / 40, 40, model.dp_.delta, "rdp"))
@@ -283,14 +318,14 @@ def test_a_model_fits_through_empty_batches_and_counts_them():
 
 def test_epsilon_history_rises_to_the_target_and_early_stopping_spends_less():
     data = tiny_data(n_users=30)
-    params = {**VAE, "epsilon": 3.0, "batch_size": 10, "epochs": 4, "accountant": "prv"}
+    params = {**VAE, "epsilon": 3.0, "batch_size": 10, "epochs": 4, "accountant": "prv", "max_units": 30}
     model = create_model("dp_multvae", params, seed=0).fit(data)
     history = model.epsilon_history_
     assert len(history) == 4 and np.all(np.diff(history) > 0)
     assert 3.0 - EPSILON_TOLERANCE <= history[-1] <= 3.0 + 1e-9
     spec = model.dp_
     assert (spec.unit, spec.mechanism, spec.accountant) == ("user", "dp_sgd", "prv")
-    assert spec.delta == pytest.approx(1 / 300) and spec.sample_rate == pytest.approx(1 / 3)
+    assert spec.delta == 1e-6 and spec.sample_rate == pytest.approx(1 / 3)
     assert spec.steps == 12 and spec.epsilon_spent == history[-1] and spec.sigma == spec.noise_multiplier
 
     def stop_at_two(model, epoch, loss):
@@ -305,19 +340,22 @@ def test_epsilon_history_rises_to_the_target_and_early_stopping_spends_less():
     assert 3.0 - EPSILON_TOLERANCE <= refit.epsilon_history_[-1] <= 3.0 + 1e-9
 
 
-def test_same_seed_same_weights_and_the_record_survives_save_and_load(tmp_path):
+def test_same_seed_same_weights_only_under_the_test_switch_and_the_record_survives_save_and_load(tmp_path):
     data = tiny_data(n_users=30)
-    params = {**NEUMF, "epsilon": 2.0, "batch_size": 16, "negatives": 2}
-    a = create_model("dp_neumf", params, seed=4).fit(data)
-    b = create_model("dp_neumf", params, seed=4).fit(data)
-    c = create_model("dp_neumf", params, seed=5).fit(data)
+    params = {**NEUMF, "epsilon": 2.0, "batch_size": 16, "negatives": 2, "max_units": 1000}
+    with reproducible_noise(4):
+        a = create_model("dp_neumf", params, seed=4).fit(data)
+        b = create_model("dp_neumf", params, seed=4).fit(data)
     for k, v in a.net_.state_dict().items():
         assert torch.equal(v, b.net_.state_dict()[k])
+    c = create_model("dp_neumf", params, seed=4).fit(data)  # secret noise and batches: other weights
     assert not torch.equal(a.net_.user_gmf.weight, c.net_.user_gmf.weight)
-    assert a.dp_.unit == "event" and a.dp_.delta == pytest.approx(1 / (10 * data.matrix.nnz))
-    loaded = Recommender.load(a.save(tmp_path / "m"))
-    assert loaded.dp_ == a.dp_ and loaded.epsilon_history_ == a.epsilon_history_
-    np.testing.assert_array_equal(loaded.popularity_, a.popularity_)
+    assert a.dp_.unit == "event" and a.dp_.delta == 1e-6 and a.dp_.max_units == 1000
+    assert a.dp_.noise == "reproducible" and not a.dp_.private and c.dp_.private
+    for model in (a, c):
+        loaded = Recommender.load(model.save(tmp_path / str(id(model))))
+        assert loaded.dp_ == model.dp_ and loaded.epsilon_history_ == model.epsilon_history_
+        np.testing.assert_array_equal(loaded.popularity_, model.popularity_)
 
 
 def test_private_models_do_not_fall_back_on_the_raw_item_counts():

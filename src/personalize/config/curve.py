@@ -34,6 +34,24 @@ class PrivacyCurveConfig(StrictModel):
         default_factory=lambda: SplitConfig(name="user_temporal"),
         description="Split for event-level models (they cannot score held-out users).",
     )
+    max_units: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Public upper bound N on the number of units per unit kind, e.g. {user: 1000, event: "
+            "100000}: given to every private point whose model does not state its own max_units "
+            "(delta and DP-SGD's sampling plan derive from it)."
+        ),
+    )
+
+    @field_validator("max_units")
+    @classmethod
+    def _known_units(cls, values: dict[str, int]) -> dict[str, int]:
+        unknown = set(values) - {"user", "event"}
+        if unknown:
+            raise ValueError(f"max_units: unknown units {sorted(unknown)}; expected user and/or event")
+        if any(int(v) < 1 for v in values.values()):
+            raise ValueError(f"max_units: every bound must be a positive integer, got {values}")
+        return values
 
     @field_validator("epsilons")
     @classmethod

@@ -83,10 +83,16 @@ class PrivateFallbackConfig(StrictModel):
         "gaussian: (epsilon, delta)-DP, each user's row scaled to L2 norm sqrt(max_items_per_user).",
     )
     delta: float | None = Field(
-        default=None, gt=0, lt=1, description="gaussian only; null: 1 / (10 x users), below 1 / users."
+        default=None,
+        gt=0,
+        lt=1,
+        description="gaussian only; null: min(1e-6, 1 / max_units^2); must be below 1 / (10 max_units).",
+    )
+    max_units: int = Field(
+        ge=1,
+        description="Public upper bound N on the number of users (stated, not counted from the data).",
     )
     max_items_per_user: int = Field(default=50, ge=1, description="Contribution bound per user.")
-    seed: int = Field(default=0, description="Seed of the noise and of the per-user subsets.")
 
     @model_validator(mode="after")
     def _delta_is_gaussian(self) -> PrivateFallbackConfig:
@@ -128,6 +134,16 @@ class ExportConfig(StrictModel):
     online: ServedOnlineConfig = Field(
         default_factory=ServedOnlineConfig,
         description="Online fold-in at request time: the Redis store of events after the fit.",
+    )
+    private: bool | None = Field(
+        default=None,
+        description=(
+            "Private export: ship only what the champion's mechanism released (no training user ID, "
+            "history or per-user array for a user-level model, which answers each request from the "
+            "history it sends; an event-level model's users and their DP-SGD vectors, no history). "
+            "null: on exactly when the champion is private (epsilon set); true refuses a champion "
+            "that is not."
+        ),
     )
     private_fallback: PrivateFallbackConfig | None = Field(
         default=None,

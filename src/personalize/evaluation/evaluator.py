@@ -7,6 +7,7 @@ reduced to its top K, and dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -73,6 +74,11 @@ class EvalTarget:
     seen_items: int
     segments: np.ndarray | None = None
     foldin: sp.csr_matrix | None = None
+
+    def unmasked(self) -> EvalTarget:
+        """The same target with nothing excluded: every item is ranked, the history's too (for a
+        choice that must not read the history, e.g. an event-level private model's epoch)."""
+        return dataclasses.replace(self, seen=sp.csr_matrix(self.seen.shape, dtype=np.float32))
 
     @property
     def user_ids(self) -> np.ndarray:

@@ -6,6 +6,14 @@ noise: no guarantee, the cost of clipping alone) or ``non-private``. Accuracy is
 test mean over seeds with its 95% bootstrap interval over users; the attack's AUC is the mean over
 seeds, its interval the union of the per-seed 95% intervals; the ceiling is
 :func:`~personalize.evaluation.membership.dp_auc_bound` at the point's epsilon and delta.
+
+**What a point releases in all.** Each seed fits every one of the model's k grid points (each an
+(epsilon, delta)-DP fit of the training users, its validation metrics logged) and the s seeds are
+logged too, so the point as a whole releases k s private fits. Their total, by basic composition,
+is (k s epsilon, k s delta) (:func:`total_guarantee`): the table's ``epsilon total`` and
+``delta total``, beside the per-run epsilon; the figure plots accuracy against both. (On
+``user_holdout`` each seed draws other training users, so k s is an upper bound for a user who
+trains under every seed.)
 """
 
 from __future__ import annotations
@@ -41,6 +49,14 @@ def point_name(epsilon: float | None, clipped: bool) -> str:
     return CLIPPING_ONLY if clipped else NON_PRIVATE
 
 
+def total_guarantee(epsilon: float | None, delta: float | None, fits: int) -> tuple[float, float]:
+    """(``fits`` epsilon, ``fits`` delta): basic composition of ``fits`` (epsilon, delta)-DP
+    releases of the same units (Dwork & Roth, Theorem 3.16); NaN without epsilon."""
+    if epsilon is None or pd.isna(epsilon):
+        return math.nan, math.nan
+    return fits * float(epsilon), fits * float(delta or 0.0)
+
+
 def curve_table(entries: list[tuple[CurvePoint, ModelOutcome, pd.Series, str]], metric: str) -> pd.DataFrame:
     """Rows of the curve from (point, outcome, leaderboard row, split name) of every model run.
 
@@ -51,6 +67,9 @@ def curve_table(entries: list[tuple[CurvePoint, ModelOutcome, pd.Series, str]], 
         attacks = [s.attack for s in outcome.seeds if s.attack is not None]
         spent = [s.epsilon_history[-1] for s in outcome.seeds if s.epsilon_history]
         delta = privacy.get("dp_delta")
+        grid_points = max([len(s.grid) for s in outcome.seeds] or [1]) or 1
+        fits = grid_points * len(outcome.seeds)
+        eps_total, delta_total = total_guarantee(point.epsilon, delta, fits)
         rows.append(
             {
                 "model": point.model,
@@ -59,6 +78,9 @@ def curve_table(entries: list[tuple[CurvePoint, ModelOutcome, pd.Series, str]], 
                 "point": point.point,
                 "epsilon": point.epsilon,
                 "delta": delta,
+                "grid points": grid_points,
+                "epsilon total": eps_total,
+                "delta total": delta_total,
                 metric: board[metric],
                 f"{metric} low": board.get(f"{metric} low", np.nan),
                 f"{metric} high": board.get(f"{metric} high", np.nan),
@@ -102,6 +124,14 @@ def format_curve(table: pd.DataFrame, metric: str) -> pd.DataFrame:
             "unit": table["unit"],
             "point": table["point"],
             "delta": table["delta"].map(lambda d: "" if pd.isna(d) or d is None else f"{d:.2g}"),
+            "epsilon total": [
+                "" if pd.isna(t) else f"{t:g} ({k} x {n})"
+                for t, k, n in zip(
+                    table.get("epsilon total", pd.Series(np.nan, index=table.index)),
+                    table.get("grid points", pd.Series(1, index=table.index)),
+                    table["seeds"],
+                )
+            ],
             f"test {metric}": [
                 cell(m, lo, hi)
                 for m, lo, hi in zip(table[metric], table[f"{metric} low"], table[f"{metric} high"])
@@ -126,12 +156,15 @@ def format_curve(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 @P.house_style
 def plot_curve(table: pd.DataFrame, metric: str, title: str = "Privacy against accuracy"):
-    """Left: test ``metric`` against epsilon (log scale), a line per model with its 95% interval;
-    the points without noise sit right of the largest epsilon (``clip``: clipping only, ``none``:
-    non-private). Right: the attack's AUC at the same points, and the ceiling the guarantee sets
-    (dashed; 0.5 is guessing)."""
-    fig, axes = P.figure(1, 2, width=P.WIDTH + 2.6, height=3.8)
-    left, right = axes[0]
+    """Left: test ``metric`` against the per-run epsilon (log scale), a line per model with its
+    95% interval; the points without noise sit right of the largest epsilon (``clip``: clipping
+    only, ``none``: non-private). Middle: the same accuracy against the epsilon the whole point
+    releases (grid points x seeds, basic composition; private points only). Right: the attack's
+    AUC at the per-run points, and the ceiling the guarantee sets (dashed; 0.5 is guessing)."""
+    with_total = "epsilon total" in table and table["epsilon total"].notna().any()
+    fig, axes = P.figure(1, 3 if with_total else 2, width=P.WIDTH + (6.0 if with_total else 2.6), height=3.8)
+    left, right = axes[0][0], axes[0][-1]
+    middle = axes[0][1] if with_total else None
     eps = sorted({e for e in table["epsilon"] if e is not None and not pd.isna(e)})
     top = max(eps) if eps else 1.0
     where = {CLIPPING_ONLY: top * 2.8, NON_PRIVATE: top * 5.6}
@@ -145,21 +178,28 @@ def plot_curve(table: pd.DataFrame, metric: str, title: str = "Privacy against a
         x, rows = x[order], rows.iloc[order]
         noisy = rows["epsilon"].notna().to_numpy()
         colour = None
-        for ax, cols in (
-            (left, (metric, f"{metric} low", f"{metric} high")),
-            (right, ("attack AUC", "AUC low", "AUC high")),
-        ):
+        panels = [
+            (left, x, (metric, f"{metric} low", f"{metric} high"), True),
+            (right, x, ("attack AUC", "AUC low", "AUC high"), True),
+        ]
+        if middle is not None:
+            total = rows["epsilon total"].to_numpy(float)
+            panels.insert(1, (middle, total, (metric, f"{metric} low", f"{metric} high"), False))
+        for ax, xv, cols, with_unnoised in panels:
             y, lo, hi = (rows[c].to_numpy(float) for c in cols)
             if not np.isfinite(y).any():
                 continue
             err = [y - lo, hi - y]
             label = f"{model} ({unit}-level)" if ax is left else None
             # the epsilon points as a line; the two points without noise as markers only
-            for mask, style in ((noisy, {"marker": "o", "ms": 4}), (~noisy, {"fmt": "s", "ms": 5})):
+            masks = [(noisy, {"marker": "o", "ms": 4})]
+            if with_unnoised:
+                masks.append((~noisy, {"fmt": "s", "ms": 5}))
+            for mask, style in masks:
                 if not mask.any():
                     continue
                 line = ax.errorbar(
-                    x[mask],
+                    xv[mask],
                     y[mask],
                     yerr=[e[mask] for e in err],
                     capsize=2,
@@ -180,13 +220,18 @@ def plot_curve(table: pd.DataFrame, metric: str, title: str = "Privacy against a
         ax.set_xscale("log")
         ax.set_xticks(ticks, names)
         ax.minorticks_off()
-        ax.set_xlabel("epsilon (clip: clipping only; none: not private)")
+        ax.set_xlabel("epsilon per run (clip: clipping only; none: not private)")
     left.set_ylabel(f"test {metric.upper()}")
     right.set_ylabel("membership attack AUC")
     right.set_ylim(0.3, 1.02)
     right.legend(loc="lower right")
     left.set_title("Accuracy")
     right.set_title("Attack success")
+    if middle is not None:
+        middle.set_xscale("log")
+        middle.set_xlabel("epsilon released in all (grid points x seeds)")
+        middle.set_ylabel(f"test {metric.upper()}")
+        middle.set_title("Accuracy against the total")
     P.legend_outside(fig, left, "model", below=True)
     fig.suptitle(title)
     return fig

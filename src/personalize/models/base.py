@@ -301,6 +301,13 @@ class Recommender(ABC):
     def _set_state(self, state: dict[str, np.ndarray | sp.spmatrix]) -> None:  # noqa: B027
         """Restore learned arrays (subclasses; models without learned arrays need nothing)."""
 
+    def _meta(self) -> dict[str, Any]:
+        """Facts beside the arrays that ``model.json`` keeps (subclasses add theirs)."""
+        return {}
+
+    def _set_meta(self, meta: dict[str, Any]) -> None:  # noqa: B027
+        """Restore what :meth:`_meta` saved (subclasses)."""
+
     def save(self, path: str | Path) -> Path:
         """Save to directory ``path``: model.json, arrays (.npy), ID maps (Parquet)."""
         self._check_fitted()
@@ -313,6 +320,7 @@ class Recommender(ABC):
             "best_epoch": self.best_epoch_,
             "epochs_run": self.epochs_run_,
             "format": 1,
+            **self._meta(),
         }
         (path / "model.json").write_text(json.dumps(meta, indent=2))
         pd.DataFrame({C.USER: self.index_.users}).to_parquet(path / "users.parquet", index=False)
@@ -342,4 +350,5 @@ class Recommender(ABC):
         model.popularity_ = state.pop("popularity")
         model.user_history_ = np.diff(model.seen_.indptr).astype(np.int64)
         model._set_state(state)
+        model._set_meta(meta)
         return model

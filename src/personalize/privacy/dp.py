@@ -70,6 +70,64 @@ def curve_figure(record: CurveRecord):
     return plot_curve(record.table, record.metric, title=title)
 
 
+def _point_order(points) -> list[str]:
+    def key(p: str) -> float:
+        fixed = {CLIPPING_ONLY: 1e300, NON_PRIVATE: float("inf")}
+        return fixed[p] if p in fixed else float(p.removeprefix("eps="))
+
+    return sorted(set(points), key=key)
+
+
+def curve_tables(record: CurveRecord) -> str:
+    """The curve as the README shows it (Markdown): test accuracy, the attack's AUC with the
+    ceiling, and the epsilon each point releases in all, one row per (model, unit) and one
+    column per point, computed from the logged ``privacy/curve.csv``."""
+    t, m = record.table.copy(), record.metric
+    t["row"] = [f"`{model}` ({unit})" for model, unit in zip(t["model"], t["unit"])]
+    order = list(dict.fromkeys(t["row"]))
+    points = _point_order(t["point"])
+    names = {p: ("ε " + p.removeprefix("eps=")) if p.startswith("eps=") else p for p in points}
+
+    def pivot(column: str, digits: int) -> pd.DataFrame:
+        wide = t.pivot_table(index="row", columns="point", values=column, aggfunc="first")
+        wide = wide.reindex(index=order, columns=[p for p in points if p in wide.columns])
+        return wide.map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
+
+    accuracy = pivot(m, 4).rename(columns=names)
+    attack = pivot("attack AUC", 3)
+    ceiling = t[t["epsilon"].notna()].groupby("point")["AUC bound"].max()
+    attack.loc["ceiling (any attack)"] = [
+        f"{ceiling[p]:.3f}" if p in ceiling.index else "none" for p in attack.columns
+    ]
+    attack = attack.rename(columns=names)
+    out = [
+        f"Test {m.upper()} (mean over seeds; the 95% intervals over users: `personalize privacy curve`):",
+        "",
+        accuracy.rename_axis("model (unit)").to_markdown(),
+        "",
+        "Membership attack AUC (mean over seeds; 0.5 is guessing) and the ceiling each guarantee sets:",
+        "",
+        attack.rename_axis("model (unit)").to_markdown(),
+    ]
+    if "epsilon total" in t:
+        total = t[t["epsilon"].notna()].copy()
+        total["cell"] = [
+            f"{e:g} ({k} x {n})"
+            for e, k, n in zip(total["epsilon total"], total["grid points"], total["seeds"])
+        ]
+        wide = total.pivot_table(index="row", columns="point", values="cell", aggfunc="first")
+        wide = wide.reindex(
+            index=[r for r in order if r in wide.index], columns=[p for p in points if p in wide.columns]
+        )
+        out += [
+            "",
+            "Epsilon each point releases in all (grid points x seeds private fits, basic composition):",
+            "",
+            wide.rename(columns=names).rename_axis("model (unit)").fillna("").to_markdown(),
+        ]
+    return "\n".join(out) + "\n"
+
+
 def _value(table: pd.DataFrame, model: str, point: str, column: str) -> float | None:
     rows = table[(table["model"] == model) & (table["point"] == point)]
     return None if rows.empty else float(rows.iloc[0][column])
@@ -97,6 +155,16 @@ def dp_findings(record: CurveRecord, tiny: bool, f: Findings | None = None) -> F
             best_at_8_value=round(float(best[m]), 4),
             ease_non_private=round(ease, 4),
             share_of_ease_at_8=round(share, 3),
+        )
+    if "epsilon total" in t and not at8.empty:
+        best = at8.loc[at8[m].idxmax()]
+        f.add(
+            f"A point releases every grid point and seed it fitted: at a per-run epsilon of 8, "
+            f"{best['model']}'s {int(best['grid points'])} grid points x {int(best['seeds'])} seeds "
+            f"compose (basic composition) to epsilon {best['epsilon total']:g} and delta "
+            f"{best['delta total']:.2g} for the curve point as a whole; a single exported model refit "
+            "on all data spends its own epsilon plus that of the choice (its provenance says how much).",
+            epsilon_total_best_at_8=float(best["epsilon total"]),
         )
     beats = []
     for eps in sorted(e for e in user["epsilon"].dropna().unique() if e <= 2):

@@ -52,7 +52,12 @@ def expand_spec(spec: ModelSpec, config: ExperimentConfig) -> list[tuple[ModelSp
         points.append({"epsilon": None, **({"clip": None} if "clip" in fields else {})})
     if curve.clipping_only and "clip" in fields:
         points.append({"epsilon": None})
-    points += [{"epsilon": e} for e in curve.epsilons]
+    bound = (
+        {}
+        if "max_units" in spec.params or unit not in curve.max_units
+        else {"max_units": curve.max_units[unit]}
+    )
+    points += [{"epsilon": e, **bound} for e in curve.epsilons]
     out = []
     for update in points:
         eps = update["epsilon"]

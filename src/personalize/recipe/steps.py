@@ -173,6 +173,19 @@ def _with(users: pd.DataFrame, segments: pd.Series) -> pd.DataFrame:
     return users.assign(**{C.SEGMENT: users[C.USER].map(segments).fillna(-1).astype("int64").to_numpy()})
 
 
+def validation_target(spec: ModelSpec, prepared: PreparedSplit) -> EvalTarget:
+    """What chooses the epoch and the grid point of ``spec``: the validation target, unmasked
+    for an event-level private model (``dp_unit`` event, epsilon set). Its validation users are
+    its training users, so excluding their training items would make the choice read the private
+    training events; unmasked, the choice reads only the private model and the validation
+    events (not covered by the guarantee, as its ``not_covered`` says)."""
+    cls = get_model_class(spec.type)
+    private = any(p.get("epsilon") is not None for p in spec.combinations())
+    if cls.dp_unit == "event" and private and not prepared.split.folds_in:
+        return prepared.valid_target.unmasked()
+    return prepared.valid_target
+
+
 def fit_and_evaluate(
     spec: ModelSpec,
     seed: int,
@@ -203,6 +216,7 @@ def fit_and_evaluate(
                     f"model {spec.type!r} cannot be evaluated on split {prepared.split.name!r}, whose "
                     f"validation and test users are unseen in training and scored through fold-in: {reason}"
                 )
+    valid_target = validation_target(spec, prepared)
     best: tuple[float, Recommender, EvaluationResult, ValidationMonitor | None] | None = None
     grid_rows: list[dict] = []
     t0 = time.perf_counter()
@@ -211,7 +225,7 @@ def fit_and_evaluate(
         monitor = None
         if model.iterative or model.uses_validation:
             monitor = ValidationMonitor(
-                prepared.valid_target,
+                valid_target,
                 metric=config.training.monitor_metric,
                 every=config.training.eval_every,
                 patience=config.training.early_stopping_patience,
@@ -221,7 +235,7 @@ def fit_and_evaluate(
                 on_report=on_report,
             )
         model.fit(prepared.train, monitor)
-        valid = evaluator.evaluate(model, prepared.valid_target)
+        valid = evaluator.evaluate(model, valid_target)
         value = valid.summary[primary]
         if spec.grid:
             point = {k: params[k] for k in spec.grid}

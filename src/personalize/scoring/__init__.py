@@ -32,6 +32,8 @@ from .kinds import (
     Static,
     als_user_vectors,
     transform,
+    user_arrays_of,
+    without_users,
 )
 from .ranking import block_size, csr_rows, mask, topk
 from .segments import SegmentFallback
@@ -72,4 +74,6 @@ __all__ = [
     "save_state",
     "topk",
     "transform",
+    "user_arrays_of",
+    "without_users",
 ]

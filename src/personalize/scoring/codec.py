@@ -20,6 +20,11 @@ A state folder (written by :func:`save_state`, read by :func:`load_state`)::
                            (int64, sorted); present when the export applied a consent table,
                            and then a user not in the state has no consent record either
     scorer/<path>/...      arrays of each scorer of the tree (blend parts under part<i>/)
+
+A private export (``manifest["private"]``) ships no histories: ``seen`` is empty, and either no
+user at all (user-level: every row is answered from the history its request sends) or, with
+``users_known``, the users whose learned vectors it carries (event-level: each counts as known,
+since the number of their training events is not shipped either).
 """
 
 from __future__ import annotations
@@ -161,13 +166,20 @@ def save_state(
     exclude: sp.spmatrix | None = None,
     segments: SegmentFallback | None = None,
     no_personalisation: np.ndarray | None = None,
+    users_known: bool = False,
+    private: bool = False,
 ) -> Path:
     """Write a state folder (see the module doc). ``users`` / ``items`` are the raw IDs in index
     order, ``seen`` the users x items history (nonzero = an interaction, the value its training
     weight), ``popularity`` the fallback scores per item, ``exclude`` the items left out of each
     user's ranking (None: the history's items), ``no_personalisation`` the indices of the users
     without personalisation consent (None: no consent table applied); ``settings`` may set
-    ``default_k``, ``max_k`` and ``max_rows``; ``info`` is free provenance (JSON)."""
+    ``default_k``, ``max_k`` and ``max_rows``; ``info`` is free provenance (JSON).
+    ``users_known``: every user of ``users`` counts as known (a history length of 1 each) even
+    though ``seen`` holds nothing of theirs; ``private``: a private export (module doc), which
+    must ship no history at all."""
+    if private and sp.csr_matrix(seen).nnz:
+        raise ValueError("a private export ships no history: seen must be empty")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     seen = _csr(seen, "seen", len(users), len(items))
@@ -205,6 +217,10 @@ def save_state(
         "scorer": save_scorer(scorer, folder),
         "info": info or {},
     }
+    if users_known:
+        manifest["users_known"] = True
+    if private:
+        manifest["private"] = True
     if segments is not None:
         manifest["segments"] = {"names": list(segments.names), "labeller": segments.labeller is not None}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
@@ -255,11 +271,14 @@ def load_state(folder: str | Path) -> State:
             load_trees(part / "labeller") if manifest["segments"].get("labeller") else None,
         )
     consent = folder / "no_personalisation.npy"
+    context = Context.build(seen, np.load(folder / "popularity.npy"), exclude)
+    if manifest.get("users_known"):
+        context.history = np.ones(len(users), dtype=np.int64)
     return State(
         load_scorer(manifest["scorer"], folder),
         users,
         items,
-        Context.build(seen, np.load(folder / "popularity.npy"), exclude),
+        context,
         manifest.get("settings", {}),
         manifest.get("info", {}),
         segments,

@@ -45,6 +45,15 @@ class EventRules:
     def to_settings(self) -> dict[str, Any]:
         return {"weights": dict(self.weights), "relevant": sorted(self.relevant), "seen": self.seen}
 
+    @property
+    def history_event(self) -> str | None:
+        """The type a request's ``history`` item counts as: the heaviest relevant type (None
+        without types, where every event weighs 1)."""
+        if not self.weights:
+            return None
+        relevant = [e for e in self.weights if e in self.relevant] or list(self.weights)
+        return max(relevant, key=lambda e: (self.weights[e], e))
+
     def weight(self, event: str | None) -> float:
         """Training weight of an event type (1 without types; an unknown type: ValueError)."""
         if not self.weights:

@@ -122,6 +122,9 @@ class Scorer:
     #: is solved from it); a scorer that cannot answers a folded row from what it learned of
     #: the user at fit time, and a user it never saw gets the fallback
     folds_in: ClassVar[bool] = True
+    #: names of the arrays in :meth:`state` with one row per fitted user (what the scorer
+    #: learned of each user; :func:`without_users` leaves them out)
+    user_arrays: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -186,6 +189,24 @@ class Scorer:
 
     def check(self, n_users: int, n_items: int, path: str = "scorer") -> None:
         """Raise ValueError when the data do not match the index (before it is shipped)."""
+
+
+def without_users(scorer: Scorer) -> Scorer:
+    """``scorer`` (and every part of it) with its per-user arrays (:attr:`Scorer.user_arrays`)
+    cut to zero rows: nothing it learned of the users it was fitted on is left, and it answers
+    only rows whose history it is given (a fold-in context; a scorer that cannot fold in then
+    answers every row with the fallback)."""
+    arrays, params = scorer.state()
+    for name in scorer.user_arrays:
+        arrays[name] = np.asarray(arrays[name])[:0]
+    return type(scorer).from_state(arrays, params, [without_users(p) for p in scorer.parts])
+
+
+def user_arrays_of(scorer: Scorer) -> list[str]:
+    """The per-user arrays of ``scorer`` and its parts that hold at least one row (paths)."""
+    arrays, _ = scorer.state()
+    found = [f"{scorer.kind}.{n}" for n in scorer.user_arrays if len(np.asarray(arrays[n]))]
+    return found + [name for part in scorer.parts for name in user_arrays_of(part)]
 
 
 def als_user_vectors(
@@ -300,6 +321,7 @@ class Factors(Scorer):
     weights); None: the vectors learned at fit time only (BPR, the two-tower's user tower)."""
 
     kind: ClassVar[str] = "factors"
+    user_arrays: ClassVar[tuple[str, ...]] = ("users",)
     users: np.ndarray
     items: np.ndarray
     fold: str | None = None
@@ -384,6 +406,7 @@ class NeuMF(Scorer):
 
     kind: ClassVar[str] = "neumf"
     folds_in: ClassVar[bool] = False  # per-user embeddings: a new history needs retraining
+    user_arrays: ClassVar[tuple[str, ...]] = ("user_gmf.weight", "user_mlp.weight")
     weights: dict[str, Any]
     factors: int
     mlp_embedding: int
@@ -656,6 +679,7 @@ class Segmented(Scorer):
     attributes)."""
 
     kind: ClassVar[str] = "segmented"
+    user_arrays: ClassVar[tuple[str, ...]] = ("segment",)
     scores: np.ndarray  # segments x items
     segment: np.ndarray  # per known user, -1: none
 
@@ -696,6 +720,7 @@ class Routed(Scorer):
     would (its own scores, or its fallback)."""
 
     kind: ClassVar[str] = "routed"
+    user_arrays: ClassVar[tuple[str, ...]] = ("route",)
     members: list[Scorer]
     route: np.ndarray  # per known user: index into members
     default: int = 0

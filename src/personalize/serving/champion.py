@@ -47,6 +47,14 @@ class Candidate:
     run_id: str | None = None  # its model (or trial) run, for the record
     per_user: pd.Series | None = field(default=None, repr=False)  # validation values per user
     test_value: float | None = None  # its test figure in the experiment (reported only)
+    #: its fits whose validation results the choice read (grid points x seeds): a private
+    #: candidate's releases that the choice composes (serving.state.guarantee)
+    fits: int = 1
+
+    @property
+    def unit(self) -> str | None:
+        """The unit of its model's guarantee (``user``, ``event``), None for a model not private."""
+        return getattr(get_model_class(self.model_type), "dp_unit", None)
 
     @property
     def exportable(self) -> bool:

@@ -73,9 +73,11 @@ from personalize.serving.champion import (
 from personalize.serving.state import (
     MODEL_CODE,
     all_data,
+    check_registrable,
     id_type,
     input_example,
     pip_requirements,
+    read_info,
     refit_on_all_data,
     segment_data,
     ship_code,
@@ -289,8 +291,9 @@ def export_champion(
         ):
             steps.set_postfix_str("refit on all data")
             final = _refit_finalists(
-                selection, dataset, config, parent_run_id, run.run_id, Path(tmp), segments
+                selection, dataset, config, parent_run_id, run.run_id, Path(tmp), segments, candidates
             )
+            check_registrable(final.model)
             table = candidates_table(candidates, selection, config.metric, confidence)
             say(f"\nExport: {selection.reason(config.metric)}")
             code = ship_code(Path(tmp) / "code")
@@ -343,6 +346,7 @@ def _refit_finalists(
     run_id: str,
     tmp: Path,
     segments: SegmentsConfig | None = None,
+    candidates: Sequence[Candidate] | None = None,
 ) -> _Finalist:
     """Refit the leader (and the runner-up, when the two are within noise) on all the data and
     write their states; the champion is the leader, or the smaller state of a tie."""
@@ -361,8 +365,16 @@ def _refit_finalists(
         seconds = time.perf_counter() - t0
         info = _provenance(candidate, config, dataset, source_run_id, run_id)
         state = write_state(
-            model, tmp / f"candidate{i}" / "state", config, info, fallback, data.events, dataset.consent
+            model,
+            tmp / f"candidate{i}" / "state",
+            config,
+            info,
+            fallback,
+            data.events,
+            dataset.consent,
+            candidates,
         )
+        info = read_info(state)  # with what writing added (the privacy record, a private fallback)
         selection.sizes[candidate.label] = sum(f.stat().st_size for f in state.rglob("*") if f.is_file())
         fitted.append(_Finalist(candidate, model, state, info, seconds))
     champion = min(fitted, key=lambda f: selection.sizes[f.candidate.label] if selection.tied else 0)
@@ -549,6 +561,8 @@ def export_run(
             )
         best = max(m.seeds, key=lambda s: s.valid.get(key, float("-inf")))
         test_key = MetricName.parse(config.metric).prefixed("test")
+        specs = [spec for spec in experiment_config.models if spec.label == m.label]
+        grid_points = len(specs[0].combinations()) if specs else 1
         candidates.append(
             Candidate(
                 m.label,
@@ -561,6 +575,7 @@ def export_run(
                 if m.valid_per_user is None
                 else m.valid_per_user.get(str(MetricName.parse(config.metric))),
                 test_value=m.test.get(test_key),
+                fits=grid_points * len(m.seeds),
             )
         )
     if not candidates:

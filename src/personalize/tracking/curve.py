@@ -85,6 +85,8 @@ class CurveLogger:
             metrics[f"{name}/{key}"] = row[metric]
             if not pd.isna(row["attack AUC"]):
                 metrics[f"{name}/attack_auc"] = row["attack AUC"]
+            if not pd.isna(row.get("epsilon total", float("nan"))):
+                metrics[f"{name}/epsilon_total"] = row["epsilon total"]
         run.log_metrics(metrics)
         self.tracker.end(run)
 

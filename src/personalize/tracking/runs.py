@@ -30,6 +30,7 @@ from personalize.data.records import NOTICE_ARTIFACT, RECORD_ARTIFACT, privacy_n
 from personalize.evaluation.breakdown import format_routing, format_segment_table, plot_by_segment
 from personalize.evaluation.leaderboard import ModelOutcome, SeedOutcome, format_leaderboard
 from personalize.evaluation.plots import learning_curve, metric_vs_k
+from personalize.evaluation.privacy_curve import total_guarantee
 from personalize.evaluation.protocol import protocol_text
 from personalize.evaluation.stats import bootstrap_ci
 from personalize.tracking import artifacts
@@ -282,7 +283,12 @@ class ExperimentLogger:
         if attacks:
             metrics["attack_auc"] = float(np.mean([a.auc for a in attacks]))
         if outcome.seeds and outcome.seeds[0].privacy:
-            handle.log_params({"privacy": outcome.seeds[0].privacy})
+            privacy = outcome.seeds[0].privacy
+            handle.log_params({"privacy": privacy})
+            if privacy.get("dp_epsilon") is not None:  # what the model run releases in all
+                fits = max([len(s.grid) for s in outcome.seeds] + [1]) * len(outcome.seeds)
+                eps, delta = total_guarantee(privacy["dp_epsilon"], privacy.get("dp_delta"), fits)
+                metrics.update({"dp_epsilon_total": eps, "dp_delta_total": delta, "dp_fits": fits})
             spent = [s.epsilon_history[-1] for s in outcome.seeds if s.epsilon_history]
             if spent:
                 metrics["dp_epsilon_spent"] = float(np.mean(spent))

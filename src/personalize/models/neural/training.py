@@ -254,7 +254,7 @@ class TorchRecommender(Recommender):
         """A NumPy array as a tensor on ``self.device_`` (on the CPU it shares the array's memory)."""
         return torch.from_numpy(array).to(self.device_)
 
-    def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float:
+    def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float | None:
         raise NotImplementedError  # pragma: no cover - abstract
 
     def _invalidate(self) -> None:
@@ -291,7 +291,8 @@ class TorchRecommender(Recommender):
                 self.net_.eval()
                 self._invalidate()
                 self.epoch_seconds_.append(time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{loss:.4f}")
+                if loss is not None:  # None: not released (a private model's loss)
+                    bar.set_postfix(loss=f"{loss:.4f}")
                 report = self._epoch_done(monitor, epoch, loss)
                 if report.improved:
                     best_state = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}

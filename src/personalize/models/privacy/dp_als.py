@@ -40,12 +40,13 @@ vector (G, A, b) has L2 sensitivity
     Delta = sqrt(F^4 + [alpha != 1] clip^2 F^4 + clip^2 F^2).
 
 The popularity fallback is the clipped item counts sum_u s_u p_uj (sensitivity clip) with Gaussian
-noise. Composition: the T iterations and the counts are k = T + 1 adaptively composed Gaussian
-mechanisms; with sigma_i = sqrt(k) * analytic_gaussian_sigma(epsilon, delta, Delta_i) each is
-(mu* / sqrt(k))-GDP and together mu*-GDP, exactly the (epsilon, delta) of one analytic Gaussian
-mechanism (Dong, Roth & Su; :func:`~.mechanisms.composed_gaussian_sigma`): the iterations get
-sigma = sqrt(T + 1) analytic_sigma(Delta) per entry, the counts sqrt(T + 1) analytic_sigma(clip),
-i.e. the fallback spends 1 / (T + 1) of the budget in mu^2. Everything else is post-processing.
+noise. Composition in zero-concentrated DP (Bun & Steinke 2016): the T iterations and the counts
+are k = T + 1 adaptively composed Gaussian mechanisms, each given rho / k of the budget rho, the
+largest for which rho-zCDP implies (epsilon, delta)-DP (OpenDP's conversion,
+:func:`~.aggregates.zcdp_budget`): an item step's noise std is Delta / sqrt(2 rho / k), and the
+counts go through OpenDP's exact Gaussian sampler at the scale whose privacy map spends rho / k.
+Item-step noise is drawn from a secret ChaCha20 stream, hardened against floating-point attacks
+(:mod:`.noise`). Everything else is post-processing.
 
 Scope of the guarantee: the item factors and the popularity fallback. The stored training users'
 vectors (like the histories every scorer reads) are each user's own data processed with the
@@ -56,6 +57,7 @@ reads the validation users, who are not covered.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -67,10 +69,12 @@ from personalize.core.errors import DataError
 from personalize.data.matrix import InteractionData
 from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 from personalize.models.collaborative.als import ALSScoring
+from personalize.models.privacy.aggregates import gaussian_release, gaussian_scale, zcdp_budget
 from personalize.models.privacy.dp_ease import _n_units, dp_spec, symmetric_noise
-from personalize.models.privacy.mechanisms import DPConfig, DPSpec, clip_rows, composed_gaussian_sigma
+from personalize.models.privacy.mechanisms import DPConfig, DPSpec, PrivateModel, clip_rows
+from personalize.models.privacy.noise import Noise, fit_noise, gaussian
 
-MECHANISM = "analytic_gaussian_gdp_composition"
+MECHANISM = "gaussian_zcdp_composition"
 
 
 class DPALSConfig(DPConfig):
@@ -145,8 +149,9 @@ def item_statistics(
 
 
 def batched_symmetric_noise(n: int, f: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """n symmetric f x f matrices: N(0, sigma^2) on and above each diagonal, mirrored below."""
-    upper = np.triu(rng.normal(0.0, sigma, size=(n, f, f)))
+    """n symmetric f x f matrices: N(0, sigma^2) on and above each diagonal (hardened draws),
+    mirrored below."""
+    upper = np.triu(gaussian(rng, sigma, (n, f, f)))
     return upper + np.swapaxes(np.triu(upper, 1), 1, 2)
 
 
@@ -156,7 +161,7 @@ def psd(matrices: np.ndarray) -> np.ndarray:
     return (q * np.maximum(w, 0.0)[..., None, :]) @ np.swapaxes(q, -1, -2)
 
 
-class DPALS(ALSScoring, Recommender):
+class DPALS(PrivateModel, ALSScoring, Recommender):
     """Private ALS, billboard model (module doc): item factors from noisy sufficient statistics,
     user vectors solved from each user's own history. Non-private without epsilon (clipping only
     when clip / factor_clip are set). Scorer: ``factors`` with implicit's fold-in rule."""
@@ -187,15 +192,16 @@ class DPALS(ALSScoring, Recommender):
             weights[big] = c.clip / np.sqrt(counts[big])
         with_a = c.alpha != 1.0
         mechanisms = c.iterations + 1
-        self.dp_ = self._spec(_n_units(presence), with_a, mechanisms)
+        source = fit_noise()
+        self.dp_ = self._spec(_n_units(presence), with_a, mechanisms, source)
         sigma = self.dp_.sigma
         rng = np.random.default_rng(self.seed)
-        noise = np.random.default_rng([self.seed, 1])
+        noise = source.numpy(2)
         items = rng.normal(0.0, c.init_scale, size=(n_items, c.factors))
         if c.epsilon is not None:
-            pop_sigma = composed_gaussian_sigma(c.epsilon, self.dp_.delta, c.clip, mechanisms)
+            pop_sigma = gaussian_scale(c.clip, self._rho_each)
             clipped = np.asarray(clip_rows(presence, c.clip).sum(axis=0)).ravel()
-            self.popularity_ = (clipped + noise.normal(0.0, pop_sigma, size=n_items)).astype(np.float32)
+            self.popularity_ = gaussian_release(clipped, pop_sigma, source).astype(np.float32)
             self.popularity_sigma_ = pop_sigma
         users = scoring.als_user_vectors(items, history, c.regularization, c.alpha)
         best = None
@@ -206,7 +212,7 @@ class DPALS(ALSScoring, Recommender):
                 gram += symmetric_noise(c.factors, sigma, noise)
                 if a is not None:
                     a += batched_symmetric_noise(n_items, c.factors, sigma, noise)
-                b += noise.normal(0.0, sigma, size=b.shape)
+                b += gaussian(noise, sigma, b.shape)
             items = self._solve_items(gram, a, b)
             users = scoring.als_user_vectors(items, history, c.regularization, c.alpha)
             self.user_factors_ = users.astype(np.float32)
@@ -220,26 +226,26 @@ class DPALS(ALSScoring, Recommender):
             self.user_factors_, self.item_factors_ = best
         self._training_done(best is not None)
 
-    def _spec(self, n_units: int, with_a: bool, mechanisms: int) -> DPSpec:
+    def _spec(self, n_units: int, with_a: bool, mechanisms: int, noise: Noise) -> DPSpec:
+        """The guarantee: rho (the zCDP budget of (epsilon, delta)) split evenly over the
+        ``mechanisms`` releases; an item step's std is sensitivity / sqrt(2 rho / mechanisms)."""
         c = self.config
         self.dp_sensitivity_ = None
         if c.epsilon is None:
             return dp_spec(c, n_units, None)
         sensitivity = item_step_sensitivity(c.clip, c.factor_clip, with_a)
-        base = dp_spec(c, n_units, sensitivity)
-        sigma = composed_gaussian_sigma(c.epsilon, base.delta, sensitivity, mechanisms)
+        base = dp_spec(c, n_units, sensitivity, noise)
+        self._rho_each = zcdp_budget(c.epsilon, base.delta) / mechanisms
+        sigma = sensitivity / math.sqrt(2.0 * self._rho_each)
         self.dp_sensitivity_ = sensitivity
-        return DPSpec(
-            "user",
-            c.epsilon,
-            base.delta,
-            c.clip,
-            sigma,
-            MECHANISM,
+        return dataclasses.replace(
+            base,
+            sigma=sigma,
+            mechanism=MECHANISM,
             noise_multiplier=sigma / sensitivity,
             sample_rate=1.0,
             steps=mechanisms,
-            accountant="gdp",
+            accountant="zcdp",
             epsilon_spent=c.epsilon,
         )
 

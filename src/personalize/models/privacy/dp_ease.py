@@ -8,14 +8,18 @@ Each user's row x_u of the interaction matrix is scaled to L2 norm at most ``cli
 - the item sums s = X^T 1 by x_u, of L2 norm <= clip.
 
 Gaussian noise calibrated by the analytic Gaussian mechanism to that sensitivity is added once
-(G: the upper triangle drawn, then mirrored, so the noisy G stays symmetric); everything after it
+(G: the upper triangle drawn, then mirrored, so the noisy G stays symmetric; drawn from a secret
+ChaCha20 stream and hardened against floating-point attacks, :mod:`.noise`); everything after it
 is post-processing and keeps the (epsilon, delta) guarantee, in the unit of one user's whole
 training history. The guarantee covers the learned weights and the popularity fallback (taken
 from the noisy statistics); the histories a scorer reads at answer time are the users' own input.
+DP popularity releases the item sums alone, through OpenDP's exact Gaussian sampler
+(:mod:`.aggregates`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -25,25 +29,40 @@ from personalize.data.matrix import InteractionData
 from personalize.models.base import EpochMonitor, ErasureNeeds
 from personalize.models.baselines.popularity import StaticScores
 from personalize.models.collaborative.ease import EASE, ease_weights
+from personalize.models.privacy.aggregates import GAUSSIAN, gaussian_release, gaussian_scale, zcdp_budget
 from personalize.models.privacy.mechanisms import (
+    NOT_COVERED,
     DPConfig,
     DPSpec,
+    PrivateModel,
     analytic_gaussian_sigma,
     clip_rows,
     resolve_delta,
 )
+from personalize.models.privacy.noise import Noise, fit_noise, gaussian
 
 MECHANISM = "analytic_gaussian"
 
 
-def dp_spec(config: DPConfig, n_users: int, sensitivity: float | None) -> DPSpec:
-    """The guarantee of ``config`` over ``n_users`` units for a statistic of L2 ``sensitivity``:
-    delta defaults to 1 / (10 n_users) and must stay below 1 / n_users (ConfigError otherwise)."""
+def dp_spec(config: DPConfig, n_users: int, sensitivity: float | None, noise: Noise | None = None) -> DPSpec:
+    """The guarantee of ``config`` for a statistic of L2 ``sensitivity`` over ``n_users`` users
+    (at most ``config.max_units``): delta from the public bound
+    (:func:`~.mechanisms.resolve_delta`), sigma by the analytic Gaussian mechanism."""
     if config.epsilon is None:
         return DPSpec("user", None, None, config.clip, 0.0, "none")
-    delta = resolve_delta(config.epsilon, config.delta, n_users, "user")
+    delta = resolve_delta(config.epsilon, config.delta, config.max_units, "user", n_users)
     sigma = analytic_gaussian_sigma(config.epsilon, delta, float(sensitivity))
-    return DPSpec("user", config.epsilon, delta, config.clip, sigma, MECHANISM)
+    return DPSpec(
+        "user",
+        config.epsilon,
+        delta,
+        config.clip,
+        sigma,
+        MECHANISM,
+        noise=(noise or Noise()).kind,
+        max_units=config.max_units,
+        not_covered=NOT_COVERED["user"],
+    )
 
 
 def _n_units(x) -> int:
@@ -57,21 +76,23 @@ def clipped_gram(matrix, clip: float | None) -> np.ndarray:
 
 
 def symmetric_noise(n: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """An n x n symmetric matrix: N(0, sigma^2) on and above the diagonal, mirrored below."""
-    upper = np.triu(rng.normal(0.0, sigma, size=(n, n)))
+    """An n x n symmetric matrix: N(0, sigma^2) on and above the diagonal (hardened draws,
+    :func:`~.noise.gaussian`), mirrored below."""
+    upper = np.triu(gaussian(rng, sigma, (n, n)))
     return upper + np.triu(upper, 1).T
 
 
-def noisy_clipped_gram(matrix, config: DPConfig, seed: int) -> tuple[np.ndarray, DPSpec]:
+def noisy_clipped_gram(matrix, config: DPConfig, noise: Noise | None = None) -> tuple[np.ndarray, DPSpec]:
     """The released Gram matrix of the row-clipped ``matrix`` and its guarantee: G = X_c^T X_c
     (sensitivity clip^2, module doc) plus, when ``config.epsilon`` is set, one symmetric Gaussian
-    draw (:func:`symmetric_noise`, rng seeded by ``seed``) of the analytic sigma; without epsilon,
-    the clipped Gram itself (sigma 0). Shared by DP-EASE and DP-ItemKNN."""
+    draw (:func:`symmetric_noise`) of the analytic sigma from ``noise`` (default: the fit's,
+    secret); without epsilon, the clipped Gram itself (sigma 0). Shared by DP-EASE and DP-ItemKNN."""
     clip = config.clip
-    spec = dp_spec(config, _n_units(matrix), None if clip is None else clip**2)
+    noise = fit_noise() if noise is None else noise
+    spec = dp_spec(config, _n_units(matrix), None if clip is None else clip**2, noise)
     gram = clipped_gram(matrix, clip)
     if config.epsilon is not None:
-        gram += symmetric_noise(gram.shape[0], spec.sigma, np.random.default_rng(seed))
+        gram += symmetric_noise(gram.shape[0], spec.sigma, noise.numpy(1))
     return gram, spec
 
 
@@ -87,7 +108,7 @@ class DPEASEConfig(DPConfig):
     )
 
 
-class DPEASE(EASE):
+class DPEASE(PrivateModel, EASE):
     """EASE solved from a noisy clipped Gram matrix: G~ = X_c^T X_c + N (N symmetric Gaussian,
     sigma from the analytic mechanism at (epsilon, delta) for sensitivity clip^2),
     P = (G~ + l2 I)^-1, B = -P / diag(P) (column-wise), diag(B) = 0; score(u) = x_u B.
@@ -111,7 +132,7 @@ class DPEASE(EASE):
         return params.get("epsilon") is not None
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
-        gram, self.dp_ = noisy_clipped_gram(data.matrix, self.config, self.seed)
+        gram, self.dp_ = noisy_clipped_gram(data.matrix, self.config)
         if self.config.epsilon is not None:
             self.popularity_ = np.diag(gram).astype(np.float32)
         c = self.config
@@ -126,9 +147,10 @@ class DPEASE(EASE):
             self.weights_ = ease_weights(gram, c.l2)
 
 
-class DPPopularity(StaticScores):
+class DPPopularity(PrivateModel, StaticScores):
     """score(u, i) = sum_u x_c[u, i] + N(0, sigma^2): the item sums of the row-clipped matrix
-    with Gaussian noise (sensitivity clip, analytic mechanism); the same for every user."""
+    with Gaussian noise (sensitivity clip), the same for every user. The noise comes from
+    OpenDP's exact sampler, calibrated in zCDP (:mod:`.aggregates`)."""
 
     name = "dp_popularity"
     erasure = ErasureNeeds(item_side_from_all_users=True)
@@ -140,10 +162,13 @@ class DPPopularity(StaticScores):
         return params.get("epsilon") is not None
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
-        x = data.matrix
-        self.dp_ = dp_spec(self.config, _n_units(x), self.config.clip)
-        sums = np.asarray(clip_rows(x, self.config.clip).sum(axis=0)).ravel()
-        if self.config.epsilon is not None:
-            sums = sums + np.random.default_rng(self.seed).normal(0.0, self.dp_.sigma, size=sums.shape)
+        c, x = self.config, data.matrix
+        noise = fit_noise()
+        sums = np.asarray(clip_rows(x, c.clip).sum(axis=0)).ravel()
+        self.dp_ = dp_spec(c, _n_units(x), c.clip, noise)
+        if c.epsilon is not None:
+            sigma = gaussian_scale(c.clip, zcdp_budget(c.epsilon, self.dp_.delta))
+            self.dp_ = dataclasses.replace(self.dp_, sigma=sigma, mechanism=GAUSSIAN, accountant="zcdp")
+            sums = gaussian_release(sums, sigma, noise)
             self.popularity_ = sums.astype(np.float32)
         self.scores_ = sums.astype(np.float32)

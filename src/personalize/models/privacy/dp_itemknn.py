@@ -22,7 +22,7 @@ from personalize.data.matrix import InteractionData
 from personalize.models.base import EpochMonitor, ErasureNeeds, Recommender
 from personalize.models.collaborative.itemknn import ItemItemWeights
 from personalize.models.privacy.dp_ease import noisy_clipped_gram
-from personalize.models.privacy.mechanisms import DPConfig
+from personalize.models.privacy.mechanisms import DPConfig, PrivateModel
 
 
 class DPItemKNNConfig(DPConfig):
@@ -67,7 +67,7 @@ def cosine_top_k(gram: np.ndarray, sq_norms: np.ndarray, shrink: float, k: int, 
     )
 
 
-class DPItemKNN(ItemItemWeights, Recommender):
+class DPItemKNN(PrivateModel, ItemItemWeights, Recommender):
     """ItemKNN on the released Gram matrix G~ = X_c^T X_c + N (module doc):
     sim(i, j) = G~_ij / (sqrt(d_i) sqrt(d_j) + shrink), d_i = max(G~_ii, diag_floor * sigma),
     sim(i, i) = 0, the ``neighbours`` most similar source items kept per target item;
@@ -90,7 +90,7 @@ class DPItemKNN(ItemItemWeights, Recommender):
 
     def _fit(self, data: InteractionData, monitor: EpochMonitor | None) -> None:
         c = self.config
-        gram, self.dp_ = noisy_clipped_gram(data.matrix, c, self.seed)
+        gram, self.dp_ = noisy_clipped_gram(data.matrix, c)
         diag = np.diag(gram).copy()
         if c.epsilon is not None:
             self.popularity_ = diag.astype(np.float32)

@@ -67,7 +67,7 @@ class DPMultVAE(DPSGDModel, MultVAE):
     def _stepped(self) -> None:
         self.steps_ += 1
 
-    def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float:
+    def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float | None:
         return self._private_epoch(rng)
 
     def _private_fallback(self) -> np.ndarray:

@@ -93,7 +93,7 @@ class DPNeuMF(DPSGDModel, NeuMF):
         items = self._tensor(self._items_all[positions])
         return lambda: self.per_sample_losses(users, items)
 
-    def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float:
+    def _train_epoch(self, data: InteractionData, epoch: int, rng: np.random.Generator) -> float | None:
         negatives = sample_negatives(self._pos_items, self._n_items, self.config.negatives, rng)
         self._items_all = np.concatenate([self._pos_items[:, None], negatives], axis=1)
         return self._private_epoch(rng)

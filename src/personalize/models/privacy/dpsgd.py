@@ -27,9 +27,21 @@ the per-sample gradients, then a second backward pass of the clip-weighted loss)
 (per-sample gradients formed layer by layer, B x the parameters' size in memory, then clipped).
 Both compute the same clipped sum up to floating-point error.
 
+Public quantities: q, T_e and the expected batch come from the configuration's public bound N on
+the number of units (``max_units``), not from the private count n (which only says how many units
+Poisson sampling visits): q = min(1, batch_size / N), T_e = max(1, round(1 / q)), delta by default
+min(1e-6, 1 / N^2) (:func:`~.mechanisms.resolve_delta`).
+
+Randomness (:mod:`.noise`): the Poisson batches are drawn from a secret ChaCha20 stream and the
+noise on the network's device from a torch generator re-seeded with fresh OS entropy before every
+step, with Opacus' secure-mode sampling (the sum of four draws, halved); neither depends on the
+model's seed or is recorded. Initial weights, negatives and the VAE's own sampling stay seeded.
+
+What is released: the weights and what is computed from them. The training loss of a private
+model is computed on private batches without noise, so it is neither reported nor logged.
+
 Devices: the model's ``device`` (:mod:`personalize.models.neural.training`); Opacus runs on the
-device of the network and draws its noise there, from torch's seeded generator of that device, so
-a CUDA fit is reproducible on CUDA but its noise differs from a CPU fit's.
+device of the network and draws its noise there.
 
 Not covered: the noise is drawn from torch's seeded generator (reproducible, not a cryptographic
 source; Opacus' ``secure_mode`` is not used); choices made by looking at validation data (the
@@ -56,7 +68,8 @@ from pydantic import Field
 from torch import nn
 
 from personalize.core.errors import ConfigError
-from personalize.models.privacy.mechanisms import DPConfig, DPSpec, resolve_delta
+from personalize.models.privacy.mechanisms import NOT_COVERED, DPConfig, DPSpec, resolve_delta
+from personalize.models.privacy.noise import REPRODUCIBLE, SECRET, fit_noise
 
 MECHANISM = "dp_sgd"
 #: bisection tolerance of the calibration: the planned steps spend epsilon in (target - this, target]
@@ -87,11 +100,12 @@ class DPSGDConfig(DPConfig):
     )
 
 
-def sampling_plan(batch_size: int, n_units: int) -> tuple[float, int]:
-    """(q, T_e): the Poisson rate q = min(1, batch_size / n) and steps per epoch max(1, round(1 / q))."""
-    if n_units < 1:
+def sampling_plan(batch_size: int, max_units: int) -> tuple[float, int]:
+    """(q, T_e): the Poisson rate q = min(1, batch_size / N) and steps per epoch max(1, round(1 / q))
+    for the public bound N = ``max_units`` on the number of units."""
+    if max_units < 1:
         raise ValueError("DP-SGD needs at least one training unit")
-    q = min(1.0, batch_size / n_units)
+    q = min(1.0, batch_size / max_units)
     return q, max(1, round(1.0 / q))
 
 
@@ -153,9 +167,11 @@ def _quiet() -> Iterator[None]:
 class PrivateSGD:
     """DP-SGD around ``net`` and its ``optimizer`` for ``n_units`` units (see the module doc).
 
-    ``clip`` None: plain steps (gradient of sum_i l_i / (q n)); ``noise_multiplier`` 0: clipping
-    without noise. Use: ``batches(rng)`` per epoch, ``step(losses)`` per batch, ``epoch_done()``
-    after an epoch, ``spec()`` for the guarantee, ``close()`` to detach Opacus' hooks.
+    The sampling plan derives from ``config.max_units`` (the public bound N; without epsilon, where
+    no guarantee is stated, N defaults to ``n_units``). ``clip`` None: plain steps (gradient of
+    sum_i l_i / (q N)); ``noise_multiplier`` 0: clipping without noise. Use: ``batches()`` per
+    epoch, ``step(losses)`` per batch, ``epoch_done()`` after an epoch, ``spec()`` for the
+    guarantee, ``close()`` to detach Opacus' hooks.
     """
 
     def __init__(
@@ -175,10 +191,15 @@ class PrivateSGD:
         self.clip = config.clip
         self.accountant_name = config.accountant
         self.mode = config.grad_sample_mode
-        self.sample_rate, self.steps_per_epoch = sampling_plan(batch_size, self.n_units)
-        self.expected_batch_size = max(1, round(self.sample_rate * self.n_units))
+        self.delta = resolve_delta(config.epsilon, config.delta, config.max_units, unit, self.n_units)
+        self.max_units = int(config.max_units or self.n_units)
+        self.sample_rate, self.steps_per_epoch = sampling_plan(batch_size, self.max_units)
+        self.expected_batch_size = max(1, round(self.sample_rate * self.max_units))
         self.planned_steps = epochs * self.steps_per_epoch
-        self.delta = resolve_delta(config.epsilon, config.delta, self.n_units, unit)
+        self.noise = fit_noise()
+        self._sampling = self.noise.numpy(3)
+        device = next((p.device for p in net.parameters()), torch.device("cpu"))
+        self._step_noise = self.noise.steps(device)
         self.noise_multiplier = (
             0.0
             if config.epsilon is None
@@ -199,6 +220,8 @@ class PrivateSGD:
                 max_grad_norm=self.clip,
                 expected_batch_size=self.expected_batch_size,
                 loss_reduction="mean",
+                generator=self._step_noise.generator,
+                secure_mode=True,
             )
             if self.mode == "ghost":
                 self._hooks = GradSampleHooksFastGradientClipping(
@@ -214,14 +237,19 @@ class PrivateSGD:
         return self.epsilon is not None
 
     def batches(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        """The positions (0..n-1, sorted) of each of the epoch's T_e Poisson batches (may be empty)."""
+        """The positions (0..n-1, sorted) of each of the epoch's T_e Poisson batches (may be
+        empty): each unit joins with probability q, drawn from the fit's secret stream when the
+        training is private, else from ``rng`` (the epoch's seeded generator)."""
+        draw = self._sampling if self.private else rng
         for _ in range(self.steps_per_epoch):
-            yield np.flatnonzero(rng.random(self.n_units) < self.sample_rate)
+            yield np.flatnonzero(draw.random(self.n_units) < self.sample_rate)
 
     def step(self, losses: Callable[[], torch.Tensor] | None) -> float | None:
         """One optimiser step. ``losses()`` returns the per-sample losses of the batch (shape (b,),
         b >= 1); None: an empty batch (noise only). Returns the batch's mean loss (None if empty)."""
         params = [p for p in self._net.parameters() if p.requires_grad]
+        if self.private:
+            self._step_noise.reseed()
         self.optimizer.zero_grad(set_to_none=True)
         value = None
         with _quiet():
@@ -274,6 +302,9 @@ class PrivateSGD:
             steps=self.steps,
             accountant=self.accountant_name if private else None,
             epsilon_spent=(self.epsilon_history[-1] if self.epsilon_history else 0.0) if private else None,
+            noise=self.noise.kind,
+            max_units=self.max_units if private else None,
+            not_covered=NOT_COVERED[self.unit] if private else "",
         )
 
     def close(self) -> None:
@@ -297,7 +328,15 @@ class PrivateSGD:
 def spec_to_array(spec: DPSpec) -> np.ndarray:
     """The numbers of a DP-SGD ``spec`` that the config does not hold: [delta, noise multiplier,
     sample rate, steps, epsilon spent] (NaN for None), to save beside the weights."""
-    values = (spec.delta, spec.noise_multiplier, spec.sample_rate, spec.steps, spec.epsilon_spent)
+    values = (
+        spec.delta,
+        spec.noise_multiplier,
+        spec.sample_rate,
+        spec.steps,
+        spec.epsilon_spent,
+        spec.max_units,
+        float(spec.noise == REPRODUCIBLE),
+    )
     return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
@@ -307,7 +346,7 @@ def spec_from_array(values: np.ndarray, config: DPSGDConfig, unit: str) -> DPSpe
     def opt(v: float) -> float | None:
         return None if math.isnan(v) else float(v)
 
-    delta, noise, rate, steps, spent = (float(v) for v in values)
+    delta, noise, rate, steps, spent, max_units, reproducible = (float(v) for v in values)
     private = config.epsilon is not None
     return DPSpec(
         unit=unit,
@@ -321,6 +360,9 @@ def spec_from_array(values: np.ndarray, config: DPSGDConfig, unit: str) -> DPSpe
         steps=None if math.isnan(steps) else int(steps),
         accountant=config.accountant if private else None,
         epsilon_spent=opt(spent),
+        noise=REPRODUCIBLE if reproducible == 1.0 else SECRET,
+        max_units=None if math.isnan(max_units) else int(max_units),
+        not_covered=NOT_COVERED[unit] if private else "",
     )
 
 
@@ -357,8 +399,9 @@ class DPSGDModel:
     def _batch_loss(self, positions: np.ndarray) -> Callable[[], torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
-    def _private_epoch(self, rng: np.random.Generator) -> float:
-        """One epoch of DP-SGD steps (an empty batch is a step too); the mean batch loss."""
+    def _private_epoch(self, rng: np.random.Generator) -> float | None:
+        """One epoch of DP-SGD steps (an empty batch is a step too); the mean batch loss, or None
+        for a private model (the loss of private batches carries no noise: not released)."""
         private = self._private
         losses = []
         for positions in private.batches(rng):
@@ -368,6 +411,8 @@ class DPSGDModel:
                 losses.append(loss)
         private.epoch_done()
         self.epsilon_history_ = list(private.epsilon_history)
+        if private.private:
+            return None
         return float(np.mean(losses)) if losses else float("nan")
 
     def _stepped(self) -> None:

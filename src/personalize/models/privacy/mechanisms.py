@@ -14,8 +14,10 @@ larger than needed where it holds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,7 +25,22 @@ from pydantic import Field, model_validator
 from scipy.stats import norm
 
 from personalize.config.model import ModelConfig
-from personalize.core.errors import ConfigError
+from personalize.core.errors import ConfigError, DataError
+from personalize.models.privacy.noise import SECRET
+
+#: what a private model's fit reads or releases outside its guarantee, per unit
+NOT_COVERED = {
+    "user": (
+        "the validation users, whose targets choose the grid point and the epoch; the evaluation report "
+        "(test metrics, the membership attack, split statistics)"
+    ),
+    "event": (
+        "a user's whole history (only each single interaction is protected; k interactions of one user "
+        "have group privacy k epsilon); the validation interactions, which choose the epoch (ranked "
+        "without masking the training items); the evaluation report (test metrics, the membership "
+        "attack, split statistics)"
+    ),
+}
 
 
 def gaussian_privacy_loss(sigma: float, epsilon: float, sensitivity: float) -> float:
@@ -78,7 +95,12 @@ class DPSpec:
     Iterative mechanisms (``dp_sgd``) also state the ``noise_multiplier`` (noise std / clip), the
     Poisson ``sample_rate`` q, the number of noisy ``steps`` composed, the ``accountant`` that
     composed them and the ``epsilon_spent`` it reports for those steps (at most ``epsilon``, the
-    target the noise was calibrated to); None where they do not apply."""
+    target the noise was calibrated to); None where they do not apply.
+
+    ``noise``: ``secret`` (drawn from OS entropy, never recorded: :mod:`.noise`) or
+    ``reproducible`` (the test switch: the guarantee does not hold, :attr:`private` is False).
+    ``max_units``: the public bound N on the number of units that delta and the sampling plan
+    derive from. ``not_covered``: what the model's fit reads or releases outside the guarantee."""
 
     unit: str
     epsilon: float | None
@@ -91,6 +113,14 @@ class DPSpec:
     steps: int | None = None
     accountant: str | None = None
     epsilon_spent: float | None = None
+    noise: str = SECRET
+    max_units: int | None = None
+    not_covered: str = ""
+
+    @property
+    def private(self) -> bool:
+        """True when the guarantee holds: noise was added (epsilon set) from a secret source."""
+        return self.epsilon is not None and self.noise == SECRET
 
     def params(self) -> dict[str, float | str | None]:
         """Flat ``dp_*`` entries for logging beside the model's parameters."""
@@ -106,7 +136,29 @@ class DPSpec:
             "dp_steps": self.steps,
             "dp_accountant": self.accountant,
             "dp_epsilon_spent": self.epsilon_spent,
+            "dp_noise": self.noise if self.epsilon is not None else None,
+            "dp_private": self.private,
+            "dp_max_units": self.max_units,
+            "dp_not_covered": self.not_covered or None,
         }
+
+
+class PrivateModel:
+    """What a private model adds to its non-private base (mixed in first): its guarantee
+    ``dp_`` (:class:`DPSpec`), saved in ``model.json`` and restored on load."""
+
+    dp_: DPSpec
+
+    def _meta(self) -> dict[str, Any]:
+        meta = super()._meta()  # type: ignore[misc]
+        if getattr(self, "dp_", None) is not None:
+            meta["privacy"] = dataclasses.asdict(self.dp_)
+        return meta
+
+    def _set_meta(self, meta: dict[str, Any]) -> None:
+        super()._set_meta(meta)  # type: ignore[misc]
+        if "privacy" in meta:
+            self.dp_ = DPSpec(**meta["privacy"])
 
 
 def clip_rows(matrix, clip: float | None):
@@ -121,34 +173,6 @@ def clip_rows(matrix, clip: float | None):
     return sp.csr_matrix(sp.diags(scale) @ x)
 
 
-def composed_gaussian_sigma(epsilon: float, delta: float, sensitivity: float, mechanisms: int) -> float:
-    """Noise std for each of ``mechanisms`` Gaussian mechanisms of L2 ``sensitivity`` whose
-    (adaptive) composition is (``epsilon``, ``delta``)-DP:
-    ``analytic_gaussian_sigma(epsilon, delta, sensitivity) * sqrt(mechanisms)``.
-
-    Derivation (Gaussian differential privacy, Dong, Roth & Su, JRSS-B 2022): Gaussian noise of
-    std sigma on a statistic of L2 sensitivity Delta is mu-GDP with mu = Delta / sigma (Theorem
-    2.7); k adaptively composed mu_i-GDP mechanisms are sqrt(sum mu_i^2)-GDP (Corollary 3.3); and
-    mu-GDP is (epsilon, delta)-DP exactly when Balle & Wang's condition holds at sigma / Delta =
-    1 / mu (Corollary 2.13), i.e. for mu <= mu* = sensitivity / analytic_gaussian_sigma(epsilon,
-    delta, sensitivity). k mechanisms with sigma_i = sqrt(k) * analytic sigma have mu_i = mu* /
-    sqrt(k) and compose to exactly mu*. ``mechanisms`` 1 is the analytic sigma itself."""
-    if mechanisms < 1:
-        raise ValueError(f"mechanisms must be at least 1, got {mechanisms}")
-    return analytic_gaussian_sigma(epsilon, delta, sensitivity) * math.sqrt(mechanisms)
-
-
-def gaussian_dp_mu(sensitivities, sigmas) -> float:
-    """mu of the composition of Gaussian mechanisms (Dong, Roth & Su, Corollary 3.3):
-    sqrt(sum_i (sensitivity_i / sigma_i)^2); it is (epsilon, delta)-DP for
-    delta = ``gaussian_privacy_loss(1 / mu, epsilon, 1)``."""
-    s = np.asarray(sensitivities, dtype=np.float64)
-    g = np.broadcast_to(np.asarray(sigmas, dtype=np.float64), s.shape)
-    if (s <= 0).any() or (g <= 0).any():
-        raise ValueError("sensitivities and sigmas must be positive")
-    return float(np.sqrt(np.sum((s / g) ** 2)))
-
-
 class DPConfig(ModelConfig):
     """The privacy settings every differentially private model has (mixed into its config)."""
 
@@ -161,7 +185,16 @@ class DPConfig(ModelConfig):
         default=None,
         gt=0,
         lt=1,
-        description="Privacy delta; null: 1 / (10 n), n = training units; must be below 1 / n.",
+        description="Privacy delta; null: min(1e-6, 1 / max_units^2); must be below 1 / (10 max_units).",
+    )
+    max_units: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Public upper bound N on the number of units (users or interactions) the model is fitted "
+            "on, stated by whoever configures it (not counted from the data): delta and DP-SGD's "
+            "sampling rate and steps derive from it. Required with epsilon."
+        ),
     )
     clip: float | None = Field(
         default=1.0,
@@ -173,19 +206,54 @@ class DPConfig(ModelConfig):
     def _noise_needs_clipping(self):
         if self.epsilon is not None and self.clip is None:
             raise ValueError("clip: a private model (epsilon set) needs a clipping norm")
+        if self.epsilon is not None and self.max_units is None:
+            raise ValueError(
+                "max_units: a private model (epsilon set) needs a public upper bound N on the number of "
+                "units it is fitted on (e.g. max_units: 1000 for at most 1,000 users); delta and the "
+                "sampling plan derive from it, never from the private count"
+            )
+        if self.epsilon is not None:
+            try:
+                resolve_delta(self.epsilon, self.delta, self.max_units, "unit")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
 
-def resolve_delta(epsilon: float | None, delta: float | None, n_units: int, unit: str) -> float | None:
-    """delta for ``n_units`` units: None without epsilon; default 1 / (10 n); must be below 1 / n
-    (ConfigError otherwise: such a delta allows publishing one unit's data outright)."""
+def default_delta(max_units: int) -> float:
+    """min(1e-6, 1 / N^2) for the public bound N on the number of units."""
+    return min(1e-6, 1.0 / float(max_units) ** 2)
+
+
+def check_unit_bound(max_units: int | None, n_units: int | None, unit: str) -> None:
+    """Refuse a missing public bound N, or data holding more units than N (DataError): the
+    stated bound is what the guarantee's delta and sampling plan rest on."""
+    if max_units is None:
+        raise ConfigError(
+            f"max_units: a private release needs a public upper bound N on the number of {unit}s"
+        )
+    if n_units is not None and n_units > max_units:
+        raise DataError(
+            f"max_units: the data holds more {unit}s than the configured public bound N = {max_units}; "
+            f"raise max_units to a bound that holds for this data"
+        )
+
+
+def resolve_delta(
+    epsilon: float | None, delta: float | None, max_units: int | None, unit: str, n_units: int | None = None
+) -> float | None:
+    """delta for a release over at most ``max_units`` = N units (a public bound): None without
+    epsilon; default min(1e-6, 1 / N^2); refused (ConfigError) from 1 / (10 N) up, since a
+    delta near 1 / N allows publishing a unit's data outright. ``n_units`` (the data's count,
+    when known) must not exceed N (:func:`check_unit_bound`)."""
     if epsilon is None:
         return None
-    n = max(int(n_units), 1)
-    delta = delta if delta is not None else 1.0 / (10.0 * n)
-    if delta >= 1.0 / n:
+    check_unit_bound(max_units, n_units, unit)
+    n = int(max_units)
+    delta = delta if delta is not None else default_delta(n)
+    if delta >= 1.0 / (10.0 * n):
         raise ConfigError(
-            f"delta: {delta} is not below 1 / number of {unit} units (1 / {n}); a guarantee with such a "
-            f"delta allows publishing one {unit}'s data outright"
+            f"delta: {delta:g} is not below 1 / (10 N) = {1.0 / (10.0 * n):.3g} for the public bound "
+            f"N = {n} {unit}s; a guarantee with such a delta allows publishing a {unit}'s data outright"
         )
     return delta

@@ -117,12 +117,15 @@ class RecommendationRequest(pydantic.BaseModel):
     user_id: UserId
     k: int | None = None
     exclude_items: list[ItemId] | None = None
+    history: list[ItemId] | None = None
     age: float | None = None
     gender: str | None = None
     occupation: str | None = None
     zip_code: str | None = None
 
-    @pydantic.field_validator("k", "exclude_items", "age", "gender", "occupation", "zip_code", mode="before")
+    @pydantic.field_validator(
+        "k", "exclude_items", "history", "age", "gender", "occupation", "zip_code", mode="before"
+    )
     @classmethod
     def _missing_is_none(cls, value: Any) -> Any:
         """A DataFrame turns a missing value into NaN (and k into a float column)."""
@@ -218,11 +221,35 @@ class OnlineLink:
         self.failing = False
 
 
-def request_hash(k: int, exclude_items: list[Any] | None, attributes: dict[str, Any] | None) -> str:
+def request_hash(
+    k: int,
+    exclude_items: list[Any] | None,
+    attributes: dict[str, Any] | None,
+    history: list[Any] | None = None,
+) -> str:
     """The cache key part of a request row: SHA-256 (16 hex digits) of its effective k, excluded
-    items (as given) and attributes."""
-    text = json.dumps({"k": int(k), "x": exclude_items or [], "a": attributes or {}}, sort_keys=True)
+    items (as given), attributes and the history it sends."""
+    row = {"k": int(k), "x": exclude_items or [], "a": attributes or {}}
+    if history:
+        row["h"] = list(history)
+    text = json.dumps(row, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def with_history(
+    recent: list[list[tuple[Any, str | None]] | None] | None,
+    histories: list[list[Any] | None],
+    event: str | None,
+) -> list[list[tuple[Any, str | None]] | None] | None:
+    """Each row's events to fold in: the ``history`` its request sends (each item as ``event``,
+    the model's heaviest relevant type) followed by its recent events from the online store."""
+    if not any(histories):
+        return recent
+    recent = recent or [None] * len(histories)
+    return [
+        [(item, event) for item in (h or [])] + list(r or []) or None
+        for h, r in zip(histories, recent, strict=True)
+    ]
 
 
 def split_rows(rows: list[Recommendation], users: list[Any]) -> list[list[Recommendation]]:
@@ -290,6 +317,8 @@ class TopKRecommender(PythonModel):
         default_k = (params or {}).get("k")
         users = [row.user_id for row in model_input]
         excludes = [row.exclude_items for row in model_input]
+        histories = [row.history for row in model_input]
+        event = self.scorer.events.history_event
         attributes = [
             {name: getattr(row, name) for name in ATTRIBUTES if getattr(row, name) is not None} or None
             for row in model_input
@@ -302,19 +331,24 @@ class TopKRecommender(PythonModel):
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         store = self.online.open() if self.online is not None else None
         if store is None:
-            return self._answer(users, ks, excludes, attributes, None, fresh=False)
+            return self._answer(
+                users, ks, excludes, attributes, with_history(None, histories, event), fresh=False
+            )
         consent: list[dict[str, bool]] = []
         caching = store.settings.cache_secret is not None
         try:
             recent, versions, consent = store.recent_and_consent(users)
             keys = [
-                store.cache_key(self.model_key, u, v, request_hash(k, x, a)) if caching else ""
-                for u, v, k, x, a in zip(users, versions, ks.tolist(), excludes, attributes)
+                store.cache_key(self.model_key, u, v, request_hash(k, x, a, h)) if caching else ""
+                for u, v, k, x, a, h in zip(users, versions, ks.tolist(), excludes, attributes, histories)
             ]
+            recent = with_history(recent, histories, event)
             hits = store.cached(keys) if caching else [None] * len(users)
         except Exception as exc:  # unreachable, late or erroring store: answer from the export
             self.online.failed(exc, "read")
-            return self._answer(users, ks, excludes, attributes, None, fresh=False)
+            return self._answer(
+                users, ks, excludes, attributes, with_history(None, histories, event), fresh=False
+            )
         self.online.succeeded()
         missing = [i for i, hit in enumerate(hits) if hit is None]
         answers: dict[int, list[Recommendation]] = {
@@ -340,7 +374,8 @@ class TopKRecommender(PythonModel):
                         "requests answer from the exported state (fresh false)"
                     )
                     self.warned_events = True
-                return self._answer(users, ks, excludes, attributes, None, fresh=False, consent=consent)
+                plain = with_history(None, histories, event)
+                return self._answer(users, ks, excludes, attributes, plain, fresh=False, consent=consent)
             per_row = split_rows(rows, [users[i] for i in missing])
             answers.update(zip(missing, per_row))
             if caching and all(per_row):  # a row left empty by its exclusions: an ambiguous split
