@@ -36,6 +36,8 @@ def test_privacy_notebook(tmp_path, tracking_store):
     assert summary["no_personalisation_users"] > 0
     assert summary["erasure_found_before"] > 0 and summary["erasure_found_after"] == 0
     assert summary["erasure_rows_removed"] > 0 and summary["erasure_runs_rewritten"] > 0
+    assert summary["erasure_cached_answer_deleted"] is True
+    assert summary["epsilon_total_best_at_8"] == 8.0  # the tiny curve: one grid point, one seed
     assert_findings_quote(
         nb,
         summary,

@@ -40,7 +40,7 @@ from personalize.privacy.subject import Subject, identify
 from personalize.processes.redis import EmbeddedRedis
 from personalize.recipe import load_experiment, run_experiment
 from personalize.scoring import TopKScorer
-from personalize.scoring.online import OnlineSettings, OnlineStore
+from personalize.scoring.online import OnlineSettings, OnlineStore, cache_secret
 from personalize.serving import Candidate
 from personalize.serving.state import all_data, refit_on_all_data, write_state
 from personalize.tracking.store import artifact_root, quiet_mlflow
@@ -477,14 +477,19 @@ def erasure(sample_users: int = 60, seed: int = 0) -> ErasureWalkthrough:
                 MLFLOW_TRACKING_URI=uri,
                 PERSONALIZE_PSEUDONYM_KEY=secrets.token_hex(32),
                 PERSONALIZE_SUPPRESSION_KEY=secrets.token_hex(32),
+                PERSONALIZE_CACHE_SECRET=secrets.token_hex(32),
             ):
                 config = load_experiment(data=_experiment(raw, server.url, "ml100k-sample"))
                 users = sorted(pd.read_csv(raw["users"])[C.USER])
                 target, other = (users[i] for i in rng.choice(len(users), size=2, replace=False))
                 subject = identify(target, config.data)
                 result = run_experiment(config, progress=False, echo=None)
-                store = OnlineStore(OnlineSettings(url=server.url, namespace="walk", timeout_seconds=5.0))
-                _online_copies(store, subject, identify(other, config.data), result)
+                store = OnlineStore(
+                    OnlineSettings(
+                        url=server.url, namespace="walk", timeout_seconds=5.0, cache_secret=cache_secret()
+                    )
+                )
+                cached = _online_copies(store, subject, identify(other, config.data), result)
                 before = scan(subject.tokens, data, uri, store)
                 done = forget(
                     subject, config.data, online=config.online, redis_url=server.url, uri=uri, echo=None
@@ -492,6 +497,7 @@ def erasure(sample_users: int = 60, seed: int = 0) -> ErasureWalkthrough:
                 after = scan(subject.tokens, data, uri, store)
                 again = ingest(config.data.model_copy(update={"write_processed": False}))
                 held = set(again.interactions[C.USER].astype(str)) | set(again.users[C.USER].astype(str))
+                cached_erased = not store.client.exists(cached)
                 others_kept = bool(
                     store.client.lrange(store.user_key(identify(other, config.data).stored_id), 0, -1)
                 )
@@ -508,14 +514,16 @@ def erasure(sample_users: int = 60, seed: int = 0) -> ErasureWalkthrough:
         "erasure_left": len(done.left),
         "erasure_reingested_holds_user": bool(held & subject.tokens),
         "erasure_other_user_kept": others_kept,
+        "erasure_cached_answer_deleted": cached_erased,
     }
     return ErasureWalkthrough(table, done, before, after, numbers)
 
 
 def _online_copies(store: OnlineStore, subject: Subject, other: Subject, result) -> None:
     """The person's online state: two events applied and streamed, a consent record, a cached
-    answer, a dead letter with the raw ID; one event and one dead letter of another person (which
-    must stay)."""
+    answer (keyed, as the served model keys it, by an HMAC of the ID under the serving secret:
+    neither the ID nor the pseudonym is in Redis for it), a dead letter with the raw ID; one event
+    and one dead letter of another person (which must stay). Returns the cached answer's key."""
     for who, eid in ((subject, "e-1"), (subject, "e-2"), (other, "e-3")):
         event = {"user_id": who.stored_id, "item_id": "50", "event": "view", "timestamp": 5, "event_id": eid}
         store.apply(event)
@@ -526,7 +534,9 @@ def _online_copies(store: OnlineStore, subject: Subject, other: Subject, result)
         )
     store.set_consent(subject.stored_id, PERSONALISATION, True)
     state = result.extras["export"].state_hash
-    store.client.set(f"{store.ns}:cache:{state}:{subject.stored_id}:2:k3", json.dumps([subject.stored_id]))
+    key = store.cache_key(state, subject.stored_id, 2, "k3")
+    store.client.set(key, json.dumps([{"item_id": 50, "rank": 1, "score": 1.0, "personalised": True}]))
+    return key
 
 
 def _erasure_table(before: pd.DataFrame, after: pd.DataFrame, done: Erasure) -> pd.DataFrame:
@@ -622,7 +632,11 @@ def privacy_findings(
         f"rewrote {e['erasure_runs_rewritten']} runs' artifacts and the champion was "
         f"{e['erasure_model_action']}. The next ingestion of the raw files "
         + ("still holds them." if e["erasure_reingested_holds_user"] else "suppresses them.")
+        + " The served model's cached answer, keyed by an HMAC of the ID under the serving secret (so "
+        + "no scan of Redis can find it by the ID), was "
+        + ("deleted." if e["erasure_cached_answer_deleted"] else "left behind.")
         + " Aggregate metrics logged before the erasure remain as logged.",
+        erasure_cached_answer_deleted=e["erasure_cached_answer_deleted"],
         erasure_found_before=e["erasure_found_before"],
         erasure_found_after=e["erasure_found_after"],
         erasure_rows_removed=e["erasure_rows_removed"],
