@@ -140,6 +140,11 @@ def test_the_guarantee_adds_the_selection_and_the_fallback(data):
     assert "choice" not in record["not_covered"]
     with_plain = guarantee(model, True, None, [*candidates, Candidate("ease", "ease", {}, 0.2)])
     assert "not private at the user level (ease)" in with_plain["not_covered"]
+    # an erasure re-export reuses its version's params: it carries that version's choice and its cost
+    earlier = {"selection_fits": 27, "epsilon_selection": 54.0, "delta_selection": 2.7e-5}
+    again = Candidate("dp_ease", "dp_ease", {"epsilon": 2.0, "max_units": 1000}, 0.1, selection=earlier)
+    record = guarantee(model, True, None, [again])
+    assert record["selection_fits"] == 27 and record["epsilon_total"] == pytest.approx(56.0)
 
 
 TINY = {

@@ -470,6 +470,7 @@ def reexport_version(
         run_id=None
         if held.tags.get("promotion.candidate_run_id") in (None, "none")
         else held.tags.get("promotion.candidate_run_id"),
+        selection=info.get("privacy"),  # the params' choice was made (and spent) for the held version
     )
     export = experiment.export.model_copy(
         update={"enabled": True, "registered_model": held.name, "alias": alias, "promote": True}

@@ -50,6 +50,9 @@ class Candidate:
     #: its fits whose validation results the choice read (grid points x seeds): a private
     #: candidate's releases that the choice composes (serving.state.guarantee)
     fits: int = 1
+    #: a choice made before, whose privacy cost this candidate carries (an erasure re-export reuses
+    #: its version's params: ``selection_fits``, ``epsilon_selection``, ``delta_selection`` of it)
+    selection: dict[str, Any] | None = None
 
     @property
     def unit(self) -> str | None:

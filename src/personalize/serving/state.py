@@ -133,7 +133,13 @@ def guarantee(
         not_covered.append(spec.not_covered)
         if spec.noise != SECRET:
             not_covered.append(NOT_PRIVATE_NOTE)
-    if candidates:
+    earlier = next((c.selection for c in candidates or [] if c.selection), None)
+    if earlier:  # params chosen before (an erasure re-export): that choice's cost
+        keys = ("selection_fits", "epsilon_selection", "delta_selection")
+        out.update({k: earlier[k] for k in keys if k in earlier})
+        eps_total += float(earlier.get("epsilon_selection", 0.0))
+        delta_total += float(earlier.get("delta_selection", 0.0))
+    elif candidates:
         private = [c for c in candidates if c.params.get("epsilon") is not None and c.unit == unit]
         others = [c.label for c in candidates if c not in private]
         eps_sel = sum(c.fits * float(c.params["epsilon"]) for c in private)
