@@ -184,6 +184,16 @@ def test_save_and_load_restore_components_chosen_by_search(contract_data, tmp_pa
     assert loaded.selected_config() == model.selected_config()
 
 
+def test_save_and_load_keep_a_private_components_guarantee(contract_data, tmp_path):
+    _, _, train, _ = contract_data
+    private = {"type": "dp_popularity", "params": {"epsilon": 1.0, "max_units": 10_000}}
+    model = create_model("fusion", {"components": [private, EASE], "weights": [0.5, 0.5]}).fit(train)
+    model.save(tmp_path / "f")
+    loaded = Recommender.load(tmp_path / "f")
+    assert loaded.components_[0].dp_ == model.components_[0].dp_
+    assert loaded.components_[0].dp_.epsilon == 1.0 and loaded.components_[0].dp_.max_units == 10_000
+
+
 def test_bad_configs_are_clear_errors(contract_data):
     _, _, train, _ = contract_data
     with pytest.raises(ConfigError, match="must include 0 and 1"):

@@ -109,13 +109,16 @@ def fit_components(
 
 
 def components_state(specs: list[ComponentSpec], models: list[Recommender]) -> dict[str, Any]:
-    """The components' learned arrays (prefixed ``c<i>__``) and what recreates them."""
+    """The components' learned arrays (prefixed ``c<i>__``) and what recreates them (their type,
+    config, epochs and what :meth:`~personalize.models.base.Recommender._meta` adds, e.g. a private
+    component's guarantee)."""
     meta = [
         {
             "type": spec.type,
             "config": m.config.model_dump(mode="json"),
             "best_epoch": m.best_epoch_,
             "epochs_run": m.epochs_run_,
+            "meta": m._meta(),
         }
         for spec, m in zip(specs, models, strict=True)
     ]
@@ -139,5 +142,6 @@ def restore_components(owner: Recommender, state: dict[str, Any]) -> list[Recomm
         model.epochs_run_ = part["epochs_run"]
         prefix = f"c{i}__"
         model._set_state({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+        model._set_meta(part.get("meta", {}))
         models.append(model)
     return models
