@@ -1,15 +1,19 @@
 """DP-SGD (Abadi et al., "Deep Learning with Differential Privacy", CCS 2016) on Opacus: Poisson
 sampling, per-sample clipping, Gaussian noise, and the accountant, shared by the DP-SGD models.
 
-One *unit* is one training sample of the model (``user``: one user's row; ``event``: one
-interaction); n units. Every optimiser step t:
+(One module: the sampling plan, the Opacus wrapper, the accountant's calibration and the
+epoch loop the DP-SGD models share must agree on q, T and the noise multiplier; the models
+themselves are :mod:`.dp_multvae` and :mod:`.dp_neumf`.)
 
-- Poisson sampling: each unit joins the batch B_t independently with probability
-  q = min(1, batch_size / n) (the expected batch is q n = batch_size); an empty batch is a step
-  too (noise only) and is counted by the accountant like any other;
+One *unit* is one training sample of the model (``user``: one user's row; ``event``: one
+interaction); n units in the data, at most N = ``max_units`` (public). Every optimiser step t:
+
+- Poisson sampling: each of the n units joins the batch B_t independently with probability
+  q = min(1, batch_size / N) (the expected batch is at most q N = batch_size); an empty batch is a
+  step too (noise only) and is counted by the accountant like any other;
 - per-sample clipping: g_i = grad of the sample's loss l_i over all trainable parameters at
   once, scaled to g_i min(1, C / ||g_i||_2) (C = ``clip``; Opacus divides by ||g_i|| + 1e-6);
-- noise: g~ = (sum_{i in B_t} clip(g_i) + N(0, (z C)^2 I)) / (q n), z the noise multiplier;
+- noise: g~ = (sum_{i in B_t} clip(g_i) + N(0, (z C)^2 I)) / (q N), z the noise multiplier;
 - the wrapped optimiser (Adam) steps on g~ (post-processing: no further privacy cost).
 
 Steps per epoch: T_e = max(1, round(1 / q)); the planned steps are T = epochs T_e. The noise
@@ -43,16 +47,14 @@ model is computed on private batches without noise, so it is neither reported no
 Devices: the model's ``device`` (:mod:`personalize.models.neural.training`); Opacus runs on the
 device of the network and draws its noise there.
 
-Not covered: the noise is drawn from torch's seeded generator (reproducible, not a cryptographic
-source; Opacus' ``secure_mode`` is not used); choices made by looking at validation data (the
-best epoch) use data outside the private training set, which the guarantee does not cover.
+Not covered: choices made by looking at validation data (the best epoch) use data outside the
+private training set, which the guarantee does not cover (``DPSpec.not_covered``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import warnings
 from collections.abc import Callable, Iterator
 from typing import ClassVar, Literal
@@ -68,8 +70,8 @@ from pydantic import Field
 from torch import nn
 
 from personalize.core.errors import ConfigError
-from personalize.models.privacy.mechanisms import NOT_COVERED, DPConfig, DPSpec, resolve_delta
-from personalize.models.privacy.noise import REPRODUCIBLE, SECRET, fit_noise
+from personalize.models.privacy.mechanisms import NOT_COVERED, DPConfig, DPSpec, PrivateModel, resolve_delta
+from personalize.models.privacy.noise import fit_noise
 
 MECHANISM = "dp_sgd"
 #: bisection tolerance of the calibration: the planned steps spend epsilon in (target - this, target]
@@ -325,53 +327,13 @@ class PrivateSGD:
                     delattr(p, attr)
 
 
-def spec_to_array(spec: DPSpec) -> np.ndarray:
-    """The numbers of a DP-SGD ``spec`` that the config does not hold: [delta, noise multiplier,
-    sample rate, steps, epsilon spent] (NaN for None), to save beside the weights."""
-    values = (
-        spec.delta,
-        spec.noise_multiplier,
-        spec.sample_rate,
-        spec.steps,
-        spec.epsilon_spent,
-        spec.max_units,
-        float(spec.noise == REPRODUCIBLE),
-    )
-    return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
-
-
-def spec_from_array(values: np.ndarray, config: DPSGDConfig, unit: str) -> DPSpec:
-    """The DPSpec saved by :func:`spec_to_array` for a model with ``config``."""
-
-    def opt(v: float) -> float | None:
-        return None if math.isnan(v) else float(v)
-
-    delta, noise, rate, steps, spent, max_units, reproducible = (float(v) for v in values)
-    private = config.epsilon is not None
-    return DPSpec(
-        unit=unit,
-        epsilon=config.epsilon,
-        delta=opt(delta),
-        clip=config.clip,
-        sigma=float(noise) * config.clip if private and config.clip is not None else 0.0,
-        mechanism=MECHANISM if private else "none",
-        noise_multiplier=opt(noise),
-        sample_rate=opt(rate),
-        steps=None if math.isnan(steps) else int(steps),
-        accountant=config.accountant if private else None,
-        epsilon_spent=opt(spent),
-        noise=REPRODUCIBLE if reproducible == 1.0 else SECRET,
-        max_units=None if math.isnan(max_units) else int(max_units),
-        not_covered=NOT_COVERED[unit] if private else "",
-    )
-
-
-class DPSGDModel:
+class DPSGDModel(PrivateModel):
     """What every DP-SGD model adds to its non-private torch model (mixed in first, e.g.
     ``class DPMultVAE(DPSGDModel, MultVAE)``): the :class:`PrivateSGD` around its network, the
     epoch loop over Poisson batches, ``epsilon_history_`` (epsilon spent after each epoch), the
-    guarantee ``dp_`` (saved with the weights), and, when private, a cold-user fallback computed
-    from the private weights (:meth:`_private_fallback`) instead of the training item counts.
+    guarantee ``dp_`` (saved in ``model.json``: :class:`~.mechanisms.PrivateModel`), and, when
+    private, a cold-user fallback computed from the private weights (:meth:`_private_fallback`)
+    instead of the training item counts.
 
     The model implements ``_batch_loss(positions, rng_state)`` -> a closure returning the batch's
     per-sample losses (``positions``: indices of the sampled units) and ``_private_fallback``."""
@@ -432,11 +394,9 @@ class DPSGDModel:
     def _state(self):
         return {
             **super()._state(),  # type: ignore[misc]
-            "dp.spec": spec_to_array(self.dp_),
             "dp.epsilon_history": np.asarray(self.epsilon_history_, dtype=np.float64),
         }
 
     def _set_state(self, state) -> None:
         super()._set_state({k: v for k, v in state.items() if not k.startswith("dp.")})  # type: ignore[misc]
-        self.dp_ = spec_from_array(state["dp.spec"], self.config, self.dp_unit)
         self.epsilon_history_ = [float(e) for e in state["dp.epsilon_history"]]
