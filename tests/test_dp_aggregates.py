@@ -82,11 +82,12 @@ def test_laplace_noise_is_discrete_with_scale_sensitivity_over_epsilon(matrix):
     assert abs(draws.mean() - exact.mean()) < 1.0
     assert spec.mechanism == "discrete_laplace" and spec.delta == 0.0 and spec.clip == m
     assert spec.sigma == pytest.approx(math.sqrt(2) * b) and spec.noise == "secret"
+    assert spec.max_units == 300  # the public bound the guarantee rests on is part of its record
 
 
 def test_gaussian_spends_its_budget_in_zcdp_by_opendp(matrix):
     counts, spec = noisy_item_counts(matrix, 1.0, mechanism="gaussian", max_items_per_user=16, max_users=300)
-    assert spec.clip == 4.0 and spec.delta == 1e-6  # min(1e-6, 1 / 300^2)
+    assert spec.clip == 4.0 and spec.delta == 1e-6 and spec.max_units == 300  # delta: min(1e-6, 1 / 300^2)
     rho = zcdp_budget(1.0, 1e-6)
     assert spec.sigma == pytest.approx(4.0 / math.sqrt(2 * rho), rel=1e-6)
     assert spec.sigma > analytic_gaussian_sigma(1.0, 1e-6, 4.0)  # the exact sampler's price
@@ -141,6 +142,7 @@ def test_export_ships_a_private_fallback(ml100k_small, tmp_path):
     assert not np.allclose(shipped.context.popularity, plain.context.popularity)
     info = shipped.info["private_fallback"]
     assert info["dp_epsilon"] == 0.5 and info["dp_mechanism"] == "discrete_laplace" and info["dp_clip"] == 20
+    assert info["dp_max_units"] == 1000
     served = TopKScorer.load(folder).recommend(["no such user"], k=5)
     top = np.argsort(-expected, kind="stable")[:5]
     assert list(served["item_id"]) == list(model.index_.items[top]) and not served["personalised"].any()

@@ -212,7 +212,14 @@ def noisy_item_counts(
         scale = max_items_per_user / epsilon
         noisy = laplace_release(sums, scale, max_items_per_user, epsilon, noise)
         spec = DPSpec(
-            "user", epsilon, 0.0, float(max_items_per_user), math.sqrt(2.0) * scale, LAPLACE, noise=noise.kind
+            "user",
+            epsilon,
+            0.0,
+            float(max_items_per_user),
+            math.sqrt(2.0) * scale,
+            LAPLACE,
+            noise=noise.kind,
+            max_units=max_users,
         )
         return noisy, spec
     bound = math.sqrt(max_items_per_user) if clip is None else float(clip)
@@ -223,7 +230,18 @@ def noisy_item_counts(
     sums = np.asarray(rows.sum(axis=0)).ravel()
     sigma = gaussian_scale(bound, zcdp_budget(epsilon, delta))
     noisy = gaussian_release(sums, sigma, noise)
-    return noisy, DPSpec("user", epsilon, delta, bound, sigma, GAUSSIAN, accountant="zcdp", noise=noise.kind)
+    spec = DPSpec(
+        "user",
+        epsilon,
+        delta,
+        bound,
+        sigma,
+        GAUSSIAN,
+        accountant="zcdp",
+        noise=noise.kind,
+        max_units=max_users,
+    )
+    return noisy, spec
 
 
 def _check_mechanism(mechanism: str, max_items_per_user: int, clip: float | None) -> None:
