@@ -31,7 +31,7 @@ from personalize.data.ingest import Dataset
 from personalize.data.matrix import IdIndex, InteractionData
 from personalize.models.base import Recommender
 from personalize.models.privacy.aggregates import noisy_item_counts
-from personalize.models.privacy.mechanisms import DPSpec, default_delta
+from personalize.models.privacy.mechanisms import DPSpec, resolve_delta
 from personalize.models.privacy.noise import NOT_PRIVATE_NOTE, SECRET
 from personalize.models.registry import create_model
 from personalize.segments.pipeline import fit_segmentation
@@ -94,10 +94,11 @@ def check_registrable(model: Recommender) -> None:
         raise ExportError(f"{model.name}: {NOT_PRIVATE_NOTE}; registering it as a model version is refused")
 
 
-def _delta_of(params: dict[str, Any]) -> float:
-    if params.get("delta") is not None:
-        return float(params["delta"])
-    return default_delta(int(params["max_units"])) if params.get("max_units") else 0.0
+def _fit_delta(candidate: Candidate) -> float:
+    """The delta of one private fit of ``candidate``: its params' delta, or the default for the
+    public bound its params state (:func:`~personalize.models.privacy.mechanisms.resolve_delta`)."""
+    p = candidate.params
+    return float(resolve_delta(p["epsilon"], p.get("delta"), p.get("max_units"), candidate.unit or "unit"))
 
 
 def guarantee(
@@ -143,7 +144,7 @@ def guarantee(
         private = [c for c in candidates if c.params.get("epsilon") is not None and c.unit == unit]
         others = [c.label for c in candidates if c not in private]
         eps_sel = sum(c.fits * float(c.params["epsilon"]) for c in private)
-        delta_sel = sum(c.fits * _delta_of(c.params) for c in private)
+        delta_sel = sum(c.fits * _fit_delta(c) for c in private)
         out.update(
             selection_fits=sum(c.fits for c in private), epsilon_selection=eps_sel, delta_selection=delta_sel
         )
