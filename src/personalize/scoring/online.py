@@ -226,13 +226,6 @@ class OnlineStore:
         user = user_cache_key(self.settings.cache_secret, user_id)
         return f"{self.ns}:cache:{model}:{user}:{version}:{request}"
 
-    def user_cache_pattern(self, user_id: Any) -> str:
-        """A ``SCAN`` pattern matching every cached answer of ``user_id`` (any model, version or
-        request); ValueError without a serving secret."""
-        if self.settings.cache_secret is None:
-            raise ValueError("no serving secret: the answer cache is off")
-        return f"{self.ns}:cache:*:{user_cache_key(self.settings.cache_secret, user_id)}:*"
-
     # ----------------------------------------------------------------------------- write
 
     def apply(self, event: dict[str, Any], pipe: Any | None = None, ack: str | None = None) -> Any:
@@ -249,13 +242,7 @@ class OnlineStore:
             self.version_key(event["user_id"]),
         ]
         args = [value, self.settings.max_recent, self.settings.id_ttl_seconds]
-        if ack is not None:
-            keys, args = [*keys, self.stream], [*args, self.group, ack]
-        return (
-            self._apply(keys=keys, args=args, client=pipe)
-            if pipe is not None
-            else self._apply(keys=keys, args=args)
-        )
+        return self._run(self._apply, keys, args, pipe, ack)
 
     def consent(self, record: dict[str, Any], pipe: Any | None = None, ack: str | None = None) -> Any:
         """Apply one validated consent record (``user_id``, ``purpose``, ``granted`` (bool),
@@ -275,13 +262,14 @@ class OnlineStore:
             str(epoch_microseconds(record.get("timestamp"))),
             self.settings.id_ttl_seconds,
         ]
+        return self._run(self._consent, keys, args, pipe, ack)
+
+    def _run(self, script: Any, keys: list[Any], args: list[Any], pipe: Any | None, ack: str | None) -> Any:
+        """Run one of the write scripts (on ``pipe`` when given), acknowledging the stream entry
+        ``ack`` in it when given (the scripts' last key and arguments: stream, group, entry ID)."""
         if ack is not None:
             keys, args = [*keys, self.stream], [*args, self.group, ack]
-        return (
-            self._consent(keys=keys, args=args, client=pipe)
-            if pipe is not None
-            else self._consent(keys=keys, args=args)
-        )
+        return script(keys=keys, args=args, client=pipe)
 
     def set_consent(
         self, user_id: Any, purpose: str, granted: bool, timestamp: Any = None, event_id: str | None = None
