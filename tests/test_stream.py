@@ -21,7 +21,9 @@ from personalize.config.data import DataConfig
 from personalize.config.experiment import read_experiment
 from personalize.config.online import OnlineConfig
 from personalize.core.errors import ConfigError
+from personalize.online import entries as E
 from personalize.online import stream as S
+from stream_workers import kill_worker_holding
 
 T0 = 1_000_000_000  # 2001-09-09, inside the default plausible window
 
@@ -89,7 +91,7 @@ def test_republished_file_and_unacked_redelivery_apply_once(redis_server, tmp_pa
     # a worker read a batch, wrote half of its events, and died before acknowledging
     S.ensure_group(store)
     S.publish(store, _events(20, users=4).assign(timestamp=lambda f: f.timestamp + 10_000), config=cfg)
-    batch = S._entries(store.client.xreadgroup(store.group, "ghost", {store.stream: ">"}, count=20))
+    batch = E.read_reply(store.client.xreadgroup(store.group, "ghost", {store.stream: ">"}, count=20))
     valid, rejected = S.validate_entries(batch)
     assert len(valid) == 20 and not rejected
     for _, event in valid[:10]:
@@ -104,41 +106,12 @@ def test_republished_file_and_unacked_redelivery_apply_once(redis_server, tmp_pa
     assert S.pending_count(store) == 0
 
 
-_VICTIM = """
-import sys, time
-from pathlib import Path
-from personalize.config.online import OnlineConfig
-from personalize.online import stream as S
-url, marker = sys.argv[1], Path(sys.argv[2])
-cfg = OnlineConfig(batch_size=100, block_ms=50)
-seen = []
-def hook(batch):
-    seen.append(len(batch))
-    if len(seen) == 3:  # hold the third batch, unwritten and unacknowledged, until killed
-        marker.write_text("holding")
-        time.sleep(120)
-S.consume(S.open_store(cfg, url), "victim", cfg, on_batch=hook)
-"""
-
-
 def test_killed_consumer_loses_nothing_and_applies_nothing_twice(redis_server, tmp_path):
     n, users = 2000, 20
     cfg = _config(batch_size=100, claim_idle_ms=200)
     store = S.open_store(cfg, redis_server.url)
     S.publish(store, _events(n, users=users), config=cfg)
-    marker = tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", _VICTIM, redis_server.url, str(marker)])
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert proc.poll() is None, "the worker exited before holding a batch"
-            assert time.monotonic() < deadline, "the worker never reached its third batch"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_worker_holding(redis_server.url, tmp_path, batch_size=100, hold=3)
     assert sum(store.recent(list(range(users)))[1]) == 200  # two batches written
     held = store.client.xpending_range(store.stream, store.group, "-", "+", 1000)
     assert len(held) == 100 and {h["consumer"] for h in held} == {"victim"}

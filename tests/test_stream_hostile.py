@@ -6,10 +6,6 @@ killed while holding entries; and a property test over arbitrary entries. Agains
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -28,6 +24,7 @@ from personalize.data import DataConfig, ingest
 from personalize.data.validate import Issues, canonical_ids, ids_are_integers, integer_id
 from personalize.online import entries as E
 from personalize.online import stream as S
+from stream_workers import kill_worker_holding
 
 T0 = 1_000_000_000  # 2001-09-09, inside the default plausible window
 HUGE = "9" * 5000  # int() refuses more than 4,300 digits
@@ -253,24 +250,7 @@ def test_an_entry_its_workers_died_on_is_dead_lettered_without_another_attempt(r
 # ------------------------------------------------------------ until idle, with a dead worker
 
 
-_HOLDER = """
-import sys, time
-from pathlib import Path
-from personalize.config.online import OnlineConfig
-from personalize.online import stream as S
-url, marker = sys.argv[1], Path(sys.argv[2])
-cfg = OnlineConfig(batch_size=50, block_ms=50)
-seen = []
-def hook(batch):
-    seen.append(len(batch))
-    if len(seen) == 2:  # hold the second batch, unwritten and unacknowledged, until killed
-        marker.write_text("holding")
-        time.sleep(120)
-S.consume(S.open_store(cfg, url), "victim", cfg, on_batch=hook)
-"""
-
-
-def _killed_holder(url: str, tmp_path, reap) -> tuple[object, float]:
+def _killed_holder(url: str, tmp_path) -> tuple[object, float]:
     """150 events on the stream; a worker process that read 100 of them, wrote the first 50 and
     held the next 50 (pending) when it was killed with SIGKILL. Returns the store and when it
     started holding them (time.monotonic())."""
@@ -278,24 +258,14 @@ def _killed_holder(url: str, tmp_path, reap) -> tuple[object, float]:
     producer = _raw(url)
     for i in range(150):
         _xadd(producer, store.stream, _event(str(i % 5), str(1000 + i), i))
-    marker = tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, url, str(marker)], start_new_session=True)
-    reap.append(proc)
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert proc.poll() is None, "the worker exited before holding a batch"
-        assert time.monotonic() < deadline, "the worker never reached its second batch"
-        time.sleep(0.02)
-    held_since = time.monotonic()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
+    held_since = kill_worker_holding(url, tmp_path, batch_size=50, hold=2)
     held = store.client.xpending_range(store.stream, store.group, "-", "+", 500)
     assert len(held) == 50 and {h["consumer"] for h in held} == {"victim"}
     return store, held_since
 
 
-def test_until_idle_waits_for_a_killed_workers_entries_and_claims_them(redis_server, tmp_path, reap):
-    store, held_since = _killed_holder(redis_server.url, tmp_path, reap)
+def test_until_idle_waits_for_a_killed_workers_entries_and_claims_them(redis_server, tmp_path):
+    store, held_since = _killed_holder(redis_server.url, tmp_path)
     # the victim's entries are not yet idle claim_idle_ms when this starts: it reads the 50 never
     # read, then waits for the held ones to pass claim_idle_ms, claims them and drains
     cfg = _config(claim_idle_ms=int((time.monotonic() - held_since) * 1000) + 1500)
@@ -307,10 +277,10 @@ def test_until_idle_waits_for_a_killed_workers_entries_and_claims_them(redis_ser
     assert result.drained
 
 
-def test_until_idle_with_a_deadline_reports_what_a_killed_worker_holds(redis_server, tmp_path, reap):
+def test_until_idle_with_a_deadline_reports_what_a_killed_worker_holds(redis_server, tmp_path):
     from personalize.cli import app
 
-    _killed_holder(redis_server.url, tmp_path, reap)
+    _killed_holder(redis_server.url, tmp_path)
     # claim_idle_ms is 60 s (the default): by the deadline the victim's entries are still its own
     args = ["stream", "consume", "--redis-url", redis_server.url, "--until-idle", "--name", "cli", "-q"]
     out = CliRunner().invoke(app, [*args, "--deadline", "1"])

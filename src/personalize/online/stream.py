@@ -417,13 +417,6 @@ def ensure_group(store: OnlineStore) -> None:
             raise
 
 
-def _entries(reply: Any) -> list[tuple[str, dict[str, str] | None]]:
-    """XREADGROUP's reply (parsed by the client) for one stream as [(ID, fields)]."""
-    if not reply:
-        return []
-    return [(sid, fields) for sid, fields in reply[0][1]]
-
-
 def consume(
     store: OnlineStore,
     consumer_name: str | None = None,
