@@ -56,6 +56,17 @@ class ModelOutcome:
     seeds: list[SeedOutcome] = field(default_factory=list)
     run_id: str | None = None
 
+    @property
+    def grid_points(self) -> int:
+        """The grid points each seed fitted (1 without a grid)."""
+        return max([len(s.grid) for s in self.seeds] + [1])
+
+    @property
+    def fits(self) -> int:
+        """The fits whose validation results were read and logged: grid points x seeds (what a
+        private model's selection composes, basic composition)."""
+        return self.grid_points * len(self.seeds)
+
     def summary(self, part: str = "test") -> dict[str, float]:
         """Mean over seeds of every summary and catalogue metric."""
         results = [getattr(s, part) for s in self.seeds]

@@ -67,9 +67,7 @@ def curve_table(entries: list[tuple[CurvePoint, ModelOutcome, pd.Series, str]], 
         attacks = [s.attack for s in outcome.seeds if s.attack is not None]
         spent = [s.epsilon_history[-1] for s in outcome.seeds if s.epsilon_history]
         delta = privacy.get("dp_delta")
-        grid_points = max([len(s.grid) for s in outcome.seeds] or [1]) or 1
-        fits = grid_points * len(outcome.seeds)
-        eps_total, delta_total = total_guarantee(point.epsilon, delta, fits)
+        eps_total, delta_total = total_guarantee(point.epsilon, delta, outcome.fits)
         rows.append(
             {
                 "model": point.model,
@@ -78,7 +76,7 @@ def curve_table(entries: list[tuple[CurvePoint, ModelOutcome, pd.Series, str]], 
                 "point": point.point,
                 "epsilon": point.epsilon,
                 "delta": delta,
-                "grid points": grid_points,
+                "grid points": outcome.grid_points,
                 "epsilon total": eps_total,
                 "delta total": delta_total,
                 metric: board[metric],

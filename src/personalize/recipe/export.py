@@ -38,7 +38,7 @@ def candidates_from_result(result: ExperimentResult, metric: str = "ndcg@10") ->
                 run_id=outcome.run_id,
                 per_user=per_user[metric] if metric in per_user.columns else None,
                 test_value=outcome.summary("test").get(metric),
-                fits=len(seeds) * max([len(s.grid) for s in seeds] + [1]),
+                fits=outcome.fits,
             )
         )
     return out

@@ -286,9 +286,8 @@ class ExperimentLogger:
             privacy = outcome.seeds[0].privacy
             handle.log_params({"privacy": privacy})
             if privacy.get("dp_epsilon") is not None:  # what the model run releases in all
-                fits = max([len(s.grid) for s in outcome.seeds] + [1]) * len(outcome.seeds)
-                eps, delta = total_guarantee(privacy["dp_epsilon"], privacy.get("dp_delta"), fits)
-                metrics.update({"dp_epsilon_total": eps, "dp_delta_total": delta, "dp_fits": fits})
+                eps, delta = total_guarantee(privacy["dp_epsilon"], privacy.get("dp_delta"), outcome.fits)
+                metrics.update({"dp_epsilon_total": eps, "dp_delta_total": delta, "dp_fits": outcome.fits})
             spent = [s.epsilon_history[-1] for s in outcome.seeds if s.epsilon_history]
             if spent:
                 metrics["dp_epsilon_spent"] = float(np.mean(spent))
