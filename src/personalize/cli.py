@@ -1,4 +1,9 @@
-"""Command line: ``personalize run experiments/ml100k.yaml`` and friends."""
+"""Command line: ``personalize run experiments/ml100k.yaml`` and friends.
+
+(One module: Typer builds the command tree from one app, its sub-apps and the options they
+share (experiment file, tracking URI, Redis URL); each command is a thin wrapper that imports its
+stage only when it runs.)
+"""
 
 from __future__ import annotations
 

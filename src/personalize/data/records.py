@@ -1,5 +1,8 @@
 """The record of processing and the notice to end users, both generated from one experiment config.
 
+(One module: both texts are written from the same reading of the config below: data categories,
+purposes, keys and stores.)
+
 Two Markdown texts, from the same :class:`~personalize.config.experiment.ExperimentConfig`:
 
 - :func:`record_of_processing`: for the operator and an auditor. Controller, data categories,

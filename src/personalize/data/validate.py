@@ -5,6 +5,10 @@ every reason it failed. Required fields (IDs, timestamps, ratings when present) 
 parse or check quarantine the row; optional attributes (age, year, ...) that fail to parse are
 set to missing and counted in the report instead, so that one bad attribute does not drop a
 user's or an item's interactions.
+
+(One module: every field rule writes into the same :class:`Issues` record that routes a row to
+quarantine, and the event stream applies the same rules (:mod:`personalize.online.validate`), so
+they are read and changed together.)
 """
 
 from __future__ import annotations

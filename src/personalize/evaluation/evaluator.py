@@ -3,6 +3,9 @@
 Scoring runs in blocks of users sized to a memory budget (:func:`personalize.scoring.block_size`), so a
 users x items score matrix of the whole catalogue never exists at once; each block is masked,
 reduced to its top K, and dropped.
+
+(One module: the targets, the blocked scoring and the per-user tables are the one evaluation path
+that every model, the validation monitor and every report goes through.)
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ Everything here runs in temporary places: the consent and erasure steps use a te
 folder (``PERSONALIZE_DATA_DIR``), a private tracking store, an embedded Redis server and keys
 generated for the run; the environment is restored afterwards and nothing of the project's own
 ``data/``, ``mlruns/`` or online store is touched.
+
+(One module: the notebook's studies share the temporary environment set up and restored here,
+and :func:`privacy_findings` reads all their numbers.)
 """
 
 from __future__ import annotations
@@ -519,7 +522,7 @@ def erasure(sample_users: int = 60, seed: int = 0) -> ErasureWalkthrough:
     return ErasureWalkthrough(table, done, before, after, numbers)
 
 
-def _online_copies(store: OnlineStore, subject: Subject, other: Subject, result) -> None:
+def _online_copies(store: OnlineStore, subject: Subject, other: Subject, result) -> str:
     """The person's online state: two events applied and streamed, a consent record, a cached
     answer (keyed, as the served model keys it, by an HMAC of the ID under the serving secret:
     neither the ID nor the pseudonym is in Redis for it), a dead letter with the raw ID; one event

