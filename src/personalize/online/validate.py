@@ -279,15 +279,13 @@ def _validate_events(
             continue
         event = None if missing(event_list[pos]) else str(event_list[pos])
         eid = id_list[pos]
-        if missing(eid):
-            r = decoded[pos].values
-            eid = event_id_of(r[C.USER], r[C.ITEM], r[C.EVENT], r[C.TIMESTAMP])
+        eid = derived_id(decoded[pos].values) if missing(eid) else str(eid).strip()
         event_fields = {
             C.USER: str(user_list[pos]),
             C.ITEM: _item_value(str(item_list[pos])),
             C.EVENT: event,
             C.TIMESTAMP: stamp_list[pos].isoformat(),
-            EVENT_ID: str(eid).strip(),
+            EVENT_ID: eid,
         }
         valid.append((sid, event_fields))
     return valid, rejected
