@@ -193,3 +193,22 @@ def test_a_model_fitted_with_reproducible_noise_is_never_registered(store):
         run_experiment(config, progress=False, echo=None)
     client = mlflow.MlflowClient(store)
     assert not client.search_registered_models(f"name = '{TINY['export']['registered_model']}'")
+
+
+def test_a_private_fallback_drawn_with_reproducible_noise_is_never_registered(store):
+    fallback = {"epsilon": 1.0, "max_units": 1000}
+    export = {**TINY["export"], "registered_model": "tiny-fallback", "private_fallback": fallback}
+    data = {
+        **TINY,
+        "name": "tiny_fallback",
+        "models": [{"type": "ease", "params": {"l2": 50}}],
+        "export": export,
+    }
+    with (
+        reproducible_noise(1),
+        pytest.raises(
+            ExportError, match=r"private_fallback: .* registering it as a model version is refused"
+        ),
+    ):
+        run_experiment(load_experiment(data=data), progress=False, echo=None)
+    assert not mlflow.MlflowClient(store).search_registered_models("name = 'tiny-fallback'")

@@ -293,7 +293,7 @@ def export_champion(
             final = _refit_finalists(
                 selection, dataset, config, parent_run_id, run.run_id, Path(tmp), segments, candidates
             )
-            check_registrable(final.model)
+            check_registrable(final.model, final.info)
             table = candidates_table(candidates, selection, config.metric, confidence)
             say(f"\nExport: {selection.reason(config.metric)}")
             code = ship_code(Path(tmp) / "code")

@@ -86,12 +86,18 @@ def export_is_private(model: Recommender, config: ExportConfig) -> bool:
     return bool(config.private)
 
 
-def check_registrable(model: Recommender) -> None:
-    """ExportError for a model fitted under the test switch of reproducible noise: its noise can
-    be regenerated, so it must never become a served model version."""
+def check_registrable(model: Recommender, info: dict[str, Any] | None = None) -> None:
+    """ExportError for a model fitted under the test switch of reproducible noise, or a state
+    whose private fallback (``info["private_fallback"]``, as :func:`write_state` records it) was
+    drawn under it: that noise can be regenerated, so it must never become a served model version."""
     spec = getattr(model, "dp_", None)
     if spec is not None and spec.epsilon is not None and spec.noise != SECRET:
         raise ExportError(f"{model.name}: {NOT_PRIVATE_NOTE}; registering it as a model version is refused")
+    fallback = (info or {}).get("private_fallback") or {}
+    if fallback.get("dp_noise") not in (None, SECRET):
+        raise ExportError(
+            f"export.private_fallback: {NOT_PRIVATE_NOTE}; registering it as a model version is refused"
+        )
 
 
 def _fit_delta(candidate: Candidate) -> float:
