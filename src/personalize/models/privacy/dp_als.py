@@ -199,7 +199,7 @@ class DPALS(PrivateModel, ALSScoring, Recommender):
         noise = source.numpy(2)
         items = rng.normal(0.0, c.init_scale, size=(n_items, c.factors))
         if c.epsilon is not None:
-            pop_sigma = gaussian_scale(c.clip, self._rho_each)
+            pop_sigma = gaussian_scale(c.clip, zcdp_budget(c.epsilon, self.dp_.delta) / mechanisms)
             clipped = np.asarray(clip_rows(presence, c.clip).sum(axis=0)).ravel()
             self.popularity_ = gaussian_release(clipped, pop_sigma, source).astype(np.float32)
             self.popularity_sigma_ = pop_sigma
@@ -235,8 +235,7 @@ class DPALS(PrivateModel, ALSScoring, Recommender):
             return dp_spec(c, n_units, None)
         sensitivity = item_step_sensitivity(c.clip, c.factor_clip, with_a)
         base = dp_spec(c, n_units, sensitivity, noise)
-        self._rho_each = zcdp_budget(c.epsilon, base.delta) / mechanisms
-        sigma = sensitivity / math.sqrt(2.0 * self._rho_each)
+        sigma = sensitivity / math.sqrt(2.0 * zcdp_budget(c.epsilon, base.delta) / mechanisms)
         self.dp_sensitivity_ = sensitivity
         return dataclasses.replace(
             base,
