@@ -49,6 +49,12 @@ def point_name(epsilon: float | None, clipped: bool) -> str:
     return CLIPPING_ONLY if clipped else NON_PRIVATE
 
 
+def point_position(point: str, epsilon: float | None) -> float:
+    """Where a curve point sorts on the epsilon axis: at its epsilon; clipping only, then
+    non-private, after every epsilon."""
+    return {CLIPPING_ONLY: 1e300, NON_PRIVATE: math.inf}.get(point, epsilon)
+
+
 def total_guarantee(epsilon: float | None, delta: float | None, fits: int) -> tuple[float, float]:
     """(``fits`` epsilon, ``fits`` delta): basic composition of ``fits`` (epsilon, delta)-DP
     releases of the same units (Dwork & Roth, Theorem 3.16); NaN without epsilon."""
@@ -100,8 +106,7 @@ def curve_table(entries: list[tuple[CurvePoint, ModelOutcome, pd.Series, str]], 
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    order = {NON_PRIVATE: math.inf, CLIPPING_ONLY: 1e300}
-    table["_x"] = [order.get(p, e) for p, e in zip(table["point"], table["epsilon"])]
+    table["_x"] = [point_position(p, e) for p, e in zip(table["point"], table["epsilon"])]
     table = table.sort_values(["unit", "model", "_x"], ascending=[False, True, False], kind="stable")
     return table.drop(columns="_x").reset_index(drop=True)
 

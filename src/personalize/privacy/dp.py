@@ -18,7 +18,13 @@ from personalize.config import ExperimentConfig
 from personalize.core.errors import PersonalizeError
 from personalize.core.findings import Findings
 from personalize.core.paths import experiments_dir
-from personalize.evaluation.privacy_curve import CLIPPING_ONLY, NON_PRIVATE, format_curve, plot_curve
+from personalize.evaluation.privacy_curve import (
+    CLIPPING_ONLY,
+    NON_PRIVATE,
+    format_curve,
+    plot_curve,
+    point_position,
+)
 from personalize.recipe import load_experiment, run_experiment
 from personalize.tracking.curve import CurveRecord, latest_curve
 
@@ -70,14 +76,6 @@ def curve_figure(record: CurveRecord):
     return plot_curve(record.table, record.metric, title=title)
 
 
-def _point_order(points) -> list[str]:
-    def key(p: str) -> float:
-        fixed = {CLIPPING_ONLY: 1e300, NON_PRIVATE: float("inf")}
-        return fixed[p] if p in fixed else float(p.removeprefix("eps="))
-
-    return sorted(set(points), key=key)
-
-
 def curve_tables(record: CurveRecord) -> str:
     """The curve as the README shows it (Markdown): test accuracy, the attack's AUC with the
     ceiling, and the epsilon each point releases in all, one row per (model, unit) and one
@@ -85,7 +83,8 @@ def curve_tables(record: CurveRecord) -> str:
     t, m = record.table.copy(), record.metric
     t["row"] = [f"`{model}` ({unit})" for model, unit in zip(t["model"], t["unit"])]
     order = list(dict.fromkeys(t["row"]))
-    points = _point_order(t["point"])
+    position = {p: point_position(p, e) for p, e in zip(t["point"], t["epsilon"])}
+    points = sorted(position, key=position.__getitem__)
     names = {p: ("ε " + p.removeprefix("eps=")) if p.startswith("eps=") else p for p in points}
 
     def pivot(column: str, digits: int) -> pd.DataFrame:
