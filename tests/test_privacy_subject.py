@@ -504,3 +504,20 @@ def test_forget_of_an_id_never_seen_says_so_and_adds_nothing_unless_asked(
     log = [json.loads(x) for x in (data_dir / "privacy" / "erasure_log.jsonl").read_text().splitlines()]
     assert log[-1]["suppression"]["first_seen_in"].startswith("raw interactions file")
     assert TARGET not in json.dumps(log)
+
+
+def test_an_id_held_only_by_a_malformed_raw_line_has_been_seen(tmp_path):
+    from personalize.config.data import DataConfig
+    from personalize.privacy.subject import Subject, raw_inputs_holding
+
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "user_id,item_id,rating,timestamp\ncust-1,sku-001,3,1600000000\n"
+        ' "007",sku-002,3,1600000000,extra,fields\n'  # malformed; its user field spelled another way
+    )
+    config = DataConfig.model_validate(
+        {"source": "files", "interactions": {"path": str(events)}, "rating_range": [1, 5]}
+    )
+    assert raw_inputs_holding(Subject("7", None), config).endswith("(a malformed line)")
+    assert raw_inputs_holding(Subject("cust-1", None), config) == f"raw interactions file {events}"
+    assert raw_inputs_holding(Subject("cust-2", None), config) is None

@@ -538,6 +538,15 @@ def _canonical_token(token: str) -> str:
     return text
 
 
+def malformed_line_ids(line: str, source: TableSource) -> list[str]:
+    """Every field of a malformed ``line`` of ``source`` as an ID (:func:`_canonical_token`), in
+    order, without repeats or blanks (a line break counts as a separator: a quoted field may hold
+    one): what suppression and erasure compare a person's ID with."""
+    sep = _separator(source)
+    tokens = [_canonical_token(t) for t in line.replace("\r", "\n").replace("\n", sep).split(sep)]
+    return [t for t in dict.fromkeys(tokens) if t]
+
+
 def _suppress(table: _Table, suppression: SuppressionList) -> None:
     """Drop the rows of users on ``suppression`` from the table (parsed and raw values, issues,
     malformed lines with any field equal to a listed ID) and count them."""
@@ -555,14 +564,9 @@ def _suppress(table: _Table, suppression: SuppressionList) -> None:
         table.issues = table.issues.take(keep)
     if C.USER in table.spellings:  # nothing about a listed user reaches the ID report
         table.spellings[C.USER] = {p for p in table.spellings[C.USER] if p[0] not in listed}
-    sep = _separator(table.source)
-    kept = []
-    for bad in table.malformed:
-        tokens = [_canonical_token(t) for t in bad.raw.replace("\r", "\n").replace("\n", sep).split(sep)]
-        tokens = [t for t in dict.fromkeys(tokens) if t]
-        if any(suppression.mask(tokens)):
-            continue
-        kept.append(bad)
+    kept = [
+        bad for bad in table.malformed if not any(suppression.mask(malformed_line_ids(bad.raw, table.source)))
+    ]
     table.suppressed = int(drop.sum()) + len(table.malformed) - len(kept)
     table.malformed = kept
 

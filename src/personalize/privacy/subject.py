@@ -84,6 +84,7 @@ def raw_inputs_holding(subject: Subject, config: DataConfig) -> str | None:
     canonical_ids`: ``' 007'`` is ``'7'``), or a malformed line holding it; None when no table
     does. Every row is read (no sampling), so a user sampled out of a run still counts."""
     from personalize.data.consent import read_consent_file
+    from personalize.data.ingest import malformed_line_ids
     from personalize.data.movielens import movielens_100k_config
     from personalize.data.readers import read_table
     from personalize.data.synthetic import synthetic_data_config
@@ -107,12 +108,8 @@ def raw_inputs_holding(subject: Subject, config: DataConfig) -> str | None:
         for chunk in reader:
             if C.USER in chunk.columns and holds(chunk[C.USER]):
                 return f"raw {role} file {reader.label}"
-        sep = source.separator or ("," if source.resolved_format() == "csv" else "\t")
-        for bad in reader.malformed:
-            if holds(
-                [t.strip().strip('"') for t in bad.raw.replace("\r", "\n").replace("\n", sep).split(sep)]
-            ):
-                return f"raw {role} file {reader.label} (a malformed line)"
+        if any(wanted in malformed_line_ids(bad.raw, source) for bad in reader.malformed):
+            return f"raw {role} file {reader.label} (a malformed line)"
     if config.privacy.consent is not None:
         consent = read_consent_file(config.privacy.consent)
         if holds(consent[C.USER]):
