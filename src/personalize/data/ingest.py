@@ -233,14 +233,22 @@ class _Table:
 # ---------------------------------------------------------------------------------- ingest
 
 
+def file_config(config: DataConfig) -> DataConfig:
+    """The data block naming real files, its privacy settings kept: the embedded MovieLens-100K
+    files for ``movielens-100k``, the generated (or cached) files for ``synthetic``, else
+    ``config`` itself."""
+    if config.source == "movielens-100k":
+        return movielens_100k_config(config).model_copy(update={"privacy": config.privacy})
+    if config.source == "synthetic":  # generated (or found in the cache), then read as files
+        return synthetic_data_config(config)
+    return config
+
+
 def ingest(config: DataConfig) -> Dataset:
     """Ingest the tables ``config`` names (or MovieLens-100K, or a synthetic log) into a validated
     :class:`Dataset`."""
     privacy = config.privacy
-    if config.source == "movielens-100k":
-        config = movielens_100k_config(config).model_copy(update={"privacy": privacy})
-    elif config.source == "synthetic":  # generated (or found in the cache), then read as files
-        config = synthetic_data_config(config)
+    config = file_config(config)
     pseudonymiser = Pseudonymiser(load_key(privacy.key, "pseudonymisation")) if privacy.pseudonymise else None
     suppression = SuppressionList.load(privacy.suppression, privacy.suppression_key)
     sources = config.sources

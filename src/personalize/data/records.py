@@ -40,10 +40,9 @@ from personalize.config.experiment import ExperimentConfig
 from personalize.config.privacy import KeySource
 from personalize.core import columns as C
 from personalize.core.errors import DataError
+from personalize.data.ingest import file_config
 from personalize.data.movielens import NAME as ML100K
-from personalize.data.movielens import movielens_100k_config
 from personalize.data.readers import resolve_path
-from personalize.data.synthetic import synthetic_data_config
 
 RECORD_ARTIFACT = "privacy/record.md"
 NOTICE_ARTIFACT = "privacy/notice.md"
@@ -122,17 +121,7 @@ def dataset_name(data: DataConfig) -> str:
         return data.name
     if data.source == "movielens-100k":
         return ML100K
-    return _files(data).sources[0].path.stem if data.source == "synthetic" else data.sources[0].path.stem
-
-
-def _files(data: DataConfig) -> DataConfig:
-    """The data block naming real files (the embedded ML-100K files for ``movielens-100k``; the
-    generated, or cached, files for ``synthetic``)."""
-    if data.source == "movielens-100k":
-        return movielens_100k_config(data)
-    if data.source == "synthetic":
-        return synthetic_data_config(data)
-    return data
+    return file_config(data).sources[0].path.stem if data.source == "synthetic" else data.sources[0].path.stem
 
 
 def file_columns(source: TableSource, role: str) -> list[str]:
@@ -173,7 +162,7 @@ def data_categories(data: DataConfig) -> list[Category]:
     """Every data category the configured data holds (module doc): user ID and user attributes,
     each interactions source's columns and event types, item data, and the consent table."""
     privacy = data.privacy
-    files = _files(data)
+    files = file_config(data)
     user_id_note = (
         ("replaced at ingestion by a keyed pseudonym",)
         if privacy.pseudonymise

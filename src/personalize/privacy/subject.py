@@ -84,18 +84,11 @@ def raw_inputs_holding(subject: Subject, config: DataConfig) -> str | None:
     canonical_ids`: ``' 007'`` is ``'7'``), or a malformed line holding it; None when no table
     does. Every row is read (no sampling), so a user sampled out of a run still counts."""
     from personalize.data.consent import read_consent_file
-    from personalize.data.ingest import malformed_line_ids
-    from personalize.data.movielens import movielens_100k_config
+    from personalize.data.ingest import file_config, malformed_line_ids
     from personalize.data.readers import read_table
-    from personalize.data.synthetic import synthetic_data_config
     from personalize.data.validate import Issues, canonical_ids
 
-    if config.source == "movielens-100k":
-        files = movielens_100k_config(config)
-    elif config.source == "synthetic":
-        files = synthetic_data_config(config)
-    else:
-        files = config
+    files = file_config(config)
     wanted = subject.user_id
 
     def holds(values) -> bool:
