@@ -257,6 +257,7 @@ def access(
         if f.path.startswith("segments/labels")
         for row in f.rows
     ]
+    online_report, store, streams = _online_access(subject, online or OnlineConfig(), redis_url)
     out: dict[str, Any] = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "user_id": subject.user_id,
@@ -264,12 +265,12 @@ def access(
         "pseudonymised": subject.pseudonym is not None,
         "events": gather(named("interactions.parquet")),
         "profile": gather(named("users.parquet")),
-        "consent": consent_history(subject, config, online or OnlineConfig(), redis_url),
+        "consent": consent_history(subject, config, store, streams),
         "quarantine": gather(named("quarantine.parquet")),
         "profiles": gather(lambda f: "/profiles/" in f),
         "segments": segments,
         "data": files,
-        "online": _online_access(subject, online or OnlineConfig(), redis_url),
+        "online": online_report,
         "runs": [r.to_dict(rows=True) for r in runs],
         "models": [v.to_dict() for v in mlflow_erasure.version_findings(tokens, uri)],
         "suppressed": _suppressed(subject, config),
@@ -278,13 +279,17 @@ def access(
 
 
 def consent_history(
-    subject: Subject, config: DataConfig, online: OnlineConfig | None = None, url: str | None = None
+    subject: Subject,
+    config: DataConfig,
+    store=None,
+    streams: dict[str, list[tuple[str, dict[str, str]]]] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every consent record of the person, per purpose, oldest first: each row of the consent
     table (``data.privacy.consent``, matched on the canonical raw ID; ``in_force`` marks the one
-    ingestion applies, the latest), each consent event of theirs still in the event stream, and
-    the online store's record (the latest one applied online, which a served answer reads).
-    Timestamps are ISO 8601 UTC; ``source`` says where each record is."""
+    ingestion applies, the latest), and with the online ``store`` each consent event of theirs
+    still in the event stream (``streams``: their entries, :func:`stream_entries`, read from the
+    store when not given) and the store's record (the latest one applied online, which a served
+    answer reads). Timestamps are ISO 8601 UTC; ``source`` says where each record is."""
     from personalize.data.consent import GRANTED, PURPOSE, read_consent_file, validate_consent
     from personalize.scoring.online import CONSENT_EVENT
 
@@ -306,14 +311,8 @@ def consent_history(
                 }
                 for i, (_, r) in enumerate(rows.iterrows())
             )
-    from personalize.online.stream import StreamError
-
-    try:
-        store = online_store(online or OnlineConfig(), url)
-    except StreamError:
-        store = None
     if store is not None:
-        for stream, hits in stream_entries(store, subject).items():
+        for stream, hits in (stream_entries(store, subject) if streams is None else streams).items():
             for sid, fields in hits:
                 if str(fields.get("event", "")).strip() == CONSENT_EVENT and fields.get(PURPOSE):
                     out.setdefault(str(fields[PURPOSE]).strip(), []).append(
@@ -339,18 +338,23 @@ def consent_history(
     return out
 
 
-def _online_access(subject: Subject, online: OnlineConfig, url: str | None) -> dict[str, Any]:
+def _online_access(
+    subject: Subject, online: OnlineConfig, url: str | None
+) -> tuple[dict[str, Any], Any, dict]:
+    """The access report's ``online`` part, the store it read (None: none) and the person's stream
+    entries (:func:`stream_entries`), read once for the report and the consent history."""
     from personalize.online.stream import StreamError
 
     try:
         store = online_store(online, url)
     except StreamError as exc:
-        return {"read": False, "why": str(exc)}
+        return {"read": False, "why": str(exc)}, None, {}
     if store is None:
-        return {"read": False, "why": "no online store is configured"}
+        return {"read": False, "why": "no online store is configured"}, None, {}
     secret = serving_secret()
     keys = online_keys(store, subject, secret)
-    return {
+    streams = stream_entries(store, subject)
+    report = {
         "read": True,
         "namespace": store.ns,
         "cached_answers": (
@@ -359,10 +363,9 @@ def _online_access(subject: Subject, online: OnlineConfig, url: str | None) -> d
             else f"not read: {CACHE_SECRET_VARIABLE} is not set"
         ),
         "keys": {k: _key_value(store.client, k, kind) for k, kind in sorted(keys.items())},
-        "streams": {
-            k: [{"id": sid, **fields} for sid, fields in v] for k, v in stream_entries(store, subject).items()
-        },
+        "streams": {k: [{"id": sid, **fields} for sid, fields in v] for k, v in streams.items()},
     }
+    return report, store, streams
 
 
 def where_seen(
