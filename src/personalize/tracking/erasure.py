@@ -312,7 +312,7 @@ def run_findings(
                         wrongly_free = True
                     found = inspect_file(local, tokens, rewrite, rel)
                     if found is None:
-                        if not _bytes_hold(local, tokens):
+                        if not (wrongly_free or _bytes_hold(local, tokens)):  # wrongly free: known to hold
                             continue
                         # a longer ID inside a value no separator delimits (``u_1f.../2``): found
                         # by its bytes only, so it cannot be rewritten by rows or lines
