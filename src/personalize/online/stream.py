@@ -129,8 +129,6 @@ __all__ = [  # the stream's API, validation included (from personalize.online.va
     "validate_entries",
 ]
 
-REASON = E.REASON
-SOURCE_ID = E.SOURCE_ID
 _RETRY_PAUSE = 0.05  # seconds before an entry whose write failed is retried
 
 
