@@ -205,3 +205,16 @@ def test_an_event_level_private_model_chooses_on_unmasked_validation(ml100k_smal
         steps.fit_and_evaluate(private, 0, prepared, config, evaluate_test=False)
     validation = [t for t in targets if t.name == prepared.valid_target.name]
     assert len(validation) >= 2 and all(t.seen.nnz == 0 for t in validation)
+
+
+def test_a_private_model_budget_cannot_vary_in_a_grid_or_search():
+    """The total epsilon multiplies the fits by the chosen point's epsilon: a grid over the budget
+    itself would be charged at the chosen value only, so it is refused by name."""
+    model = {"type": "dp_ease", "params": {"max_units": 1000}}
+    for block in (
+        {"grid": {"epsilon": [1, 8]}},
+        {"grid": {"max_units": [1000, 2000]}, "params": {"epsilon": 1.0}},
+    ):
+        with pytest.raises(ConfigError, match="cannot vary in a grid or search"):
+            _config(models=[{**model, **block, "params": {**model["params"], **block.get("params", {})}}])
+    _config(models=[{"type": "ease", "grid": {"l2": [10, 100]}}])  # other models' grids are untouched

@@ -71,10 +71,23 @@ class ModelSpec(StrictModel):
         return grid_points(self.params, self.grid)
 
 
+#: the settings of a private model's budget (models/privacy/mechanisms.py DPConfig)
+PRIVACY_BUDGET = ("epsilon", "delta", "max_units")
+
+
 def check_params(spec: ModelSpec, schema: type[BaseModel]) -> None:
     """Every grid point and every search bound of ``spec`` is valid for the model's params class
     ``schema``; a search dimension without a type gets the type of the param it searches."""
     accepted = ", ".join(schema.model_fields) or "none"
+    varied = sorted(
+        (set(spec.grid) | set(spec.search)) & set(PRIVACY_BUDGET) if "epsilon" in schema.model_fields else []
+    )
+    if varied:
+        raise ValueError(
+            f"model {spec.label!r} ({spec.type}): {', '.join(varied)} cannot vary in a grid or search: the "
+            "choice among fits would be charged at the chosen point's budget only; give one value (a "
+            "privacy_curve: block runs several epsilons as separate models)"
+        )
     for params in spec.combinations():
         try:
             schema.model_validate(params)
