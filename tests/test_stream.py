@@ -180,7 +180,10 @@ def test_redis_stopped_worker_retries_then_resumes_without_loss(redis_server):
     worker.join(timeout=30)
     assert not worker.is_alive()
     result = outcome["result"]
-    assert result.reconnects >= 1 and result.redelivered == 100
+    # the batch in flight comes back as this worker's own pending entries, unless the SIGKILLed
+    # server had not yet written their delivery to its append-only file (everysec fsync postpones
+    # writes by up to 2 s on a busy disk): then they are read again as new; either way once
+    assert result.reconnects >= 1 and result.redelivered in (0, 100)
     assert (result.applied, result.duplicates) == (n, 0)
     ids = _all_applied(store, list(range(6)))
     assert len(ids) == len(set(ids)) == n
