@@ -721,7 +721,7 @@ def privacy_curve(
 ) -> None:
     """Print the newest logged privacy-utility curve (`personalize run experiments/ml100k_privacy.yaml`
     logs it) as a Markdown table, and optionally save its figure; nothing is recomputed."""
-    from personalize.privacy.dp import curve_figure, curve_tables, curve_view, load_curve
+    from personalize.privacy.dp import curve_figure, curve_tables, curve_view, dp_findings, load_curve
 
     try:
         record, _ = load_curve(experiment, tracking_uri, run_tiny_if_missing=False)
@@ -737,8 +737,9 @@ def privacy_curve(
         results.mkdir(parents=True, exist_ok=True)
         stem = results / f"{record.experiment}_curve"
         record.table.to_csv(stem.with_suffix(".csv"), index=False)
+        findings = dp_findings(record, tiny=False).markdown()
         stem.with_suffix(".md").write_text(
-            f"Run {record.run_id}, {record.started:%Y-%m-%d}.\n\n" + curve_tables(record)
+            f"Run {record.run_id}, {record.started:%Y-%m-%d}.\n\n{curve_tables(record)}\n{findings}\n"
         )
         curve_figure(record).savefig(stem.with_suffix(".png"))
         typer.echo(f"Results: {stem}.csv, .md, .png")
