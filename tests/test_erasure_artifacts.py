@@ -20,7 +20,6 @@ import yaml
 from typer.testing import CliRunner
 
 from personalize.cli import app
-from personalize.config.curve import PrivacyCurveConfig
 from personalize.data.privacy import Pseudonymiser
 from personalize.models.registry import get_model_class
 from personalize.privacy.subject import identify
@@ -147,9 +146,7 @@ def _run_every_kind(spec: dict) -> dict:
         progress=False,
         echo=None,
     )
-    curve = {"epsilons": [8]}
-    if "max_units" in PrivacyCurveConfig.model_fields:  # the public bound on units, where stated
-        curve["max_units"] = {"user": 1000, "event": 100_000}
+    curve = {"epsilons": [8], "max_units": {"user": 1000, "event": 100_000}}
     run_privacy_curve(
         load_experiment(
             data={**plain, "name": "lab_curve", "privacy_curve": curve, "models": [{"type": "dp_popularity"}]}

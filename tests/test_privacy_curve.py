@@ -22,7 +22,7 @@ TINY = {
     "seeds": [0],
     "data": {"sample_users": 150},
     "split": {"name": "user_holdout"},
-    "privacy_curve": {"epsilons": [1, 8], "max_units": {"user": 1000, "event": 100_000}},
+    "privacy_curve": {"epsilons": [1, 8], "max_units": {"user": 150, "event": 22_500}},
     "evaluation": {"bootstrap_resamples": 200},
     "training": {"refit": False, "early_stopping_patience": 2},
     "models": [
@@ -53,7 +53,7 @@ def test_private_models_expand_over_every_point():
     by_label = {s.label: s for s, _ in specs}
     assert by_label["dp_ease non-private"].params == {"epsilon": None, "clip": None}
     assert by_label["dp_ease clipping only"].params == {"epsilon": None}
-    assert by_label["dp_ease eps=8"].params == {"epsilon": 8.0, "max_units": 1000}
+    assert by_label["dp_ease eps=8"].params == {"epsilon": 8.0, "max_units": 150}
     assert all(s.grid == {"l2": [100, 1000]} for s, _ in specs), (
         "the validation grid is the same at every point"
     )
